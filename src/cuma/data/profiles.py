@@ -1,0 +1,94 @@
+"""Demographic profiles and the templates that render them to text.
+
+One rendering feeds both the prompt and the demographic encoder, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+
+class Profile(Mapping[str, str | None]):
+    """An ordered mapping of demographic field -> value; ``None`` means the value is missing."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, object] | None = None, /, **kwargs: object) -> None:
+        merged = dict(items or {}, **kwargs)
+        self._items: dict[str, str | None] = {
+            key: None if _is_missing(value) else str(value) for key, value in merged.items()
+        }
+
+    def __getitem__(self, key: str) -> str | None:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"Profile({self._items!r})"
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:  # NaN
+        return True
+    return isinstance(value, str) and value.strip().lower() in {"", "nan", "none", "<na>"}
+
+
+@dataclass(frozen=True)
+class ProfileTemplate:
+    """Renders a profile as ``prefix + sep.join(parts) + suffix``.
+
+    Attributes:
+        parts: field -> format string with ``{value}``; fields not listed are rendered as
+            ``"{Field}: {value}"`` in profile order.
+        prefix, sep, suffix: text around and between the parts.
+        missing: word for a missing value; ``None`` omits the part altogether.
+    """
+
+    parts: Mapping[str, str] = field(default_factory=dict)
+    prefix: str = ""
+    sep: str = ", "
+    suffix: str = ""
+    missing: str | None = None
+
+    def render(self, profile: Mapping[str, object]) -> str:
+        rendered = []
+        for name, value in Profile(profile).items():
+            if value is None:
+                if self.missing is None:
+                    continue
+                value = self.missing
+            fmt = self.parts.get(name, f"{name.replace('_', ' ').capitalize()}: {{value}}")
+            rendered.append(fmt.format(value=value))
+        return self.prefix + self.sep.join(rendered) + self.suffix
+
+
+KEY_VALUE = ProfileTemplate()
+"""``Country: Norway, Age: 45, ...`` (the PRISM / Community Alignment style)."""
+
+WVB_PERSONA = ProfileTemplate(
+    prefix="You are a person from ",
+    parts={
+        "country": "{value}",
+        "age_group": "age group: {value}",
+        "gender": "gender: {value}",
+        "education": "education: {value}",
+        "marital_status": "marital status: {value}",
+        "religion": "religion: {value}",
+        "ethnicity": "ethnicity: {value}",
+        "employment": "employment: {value}",
+    },
+    suffix=".",
+    missing="unknown",
+)
+"""The WorldValuesBench persona sentence of the paper, with "unknown" instead of "nan"."""
