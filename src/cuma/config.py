@@ -8,6 +8,7 @@ Values are parsed as YAML scalars/lists, so ``1e-4``, ``true`` and ``[a, b]`` me
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,10 @@ def _build(cls: type, raw: dict[str, Any], source: str, prefix: str = "") -> Any
     if unknown:
         names = ", ".join(prefix + k for k in unknown)
         raise ValueError(f"{source}: unknown config field(s) {names}; known: {', '.join(sorted(known))}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in raw.items():
+        value = _coerce_number(value, hints[name], f"{source}: {prefix}{name}")
         sub = _SECTIONS.get(name) if cls is ExperimentConfig else None
         if sub is not None:
             if not isinstance(value, dict):
@@ -140,6 +143,20 @@ def _build(cls: type, raw: dict[str, Any], source: str, prefix: str = "") -> Any
             value = _build(sub, value, source, prefix=f"{prefix}{name}.")
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _coerce_number(value: Any, hint: Any, where: str) -> Any:
+    """YAML 1.1 reads ``1e-4`` as a string; numbers are converted by the field's declared type."""
+    if not isinstance(value, str):
+        return value
+    allowed = typing.get_args(hint) or (hint,)
+    for kind in (int, float):
+        if kind in allowed and str not in allowed:
+            try:
+                return kind(value)
+            except ValueError:
+                raise ValueError(f"{where} must be a {kind.__name__}, got {value!r}") from None
+    return value
 
 
 _SECTIONS: dict[str, type] = {
