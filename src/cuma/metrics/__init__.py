@@ -1,0 +1,47 @@
+"""Survey metrics: accuracy and inequity, WorldValuesBench EMD, distributional alignment, mean collapse."""
+
+from cuma.metrics.classification import (
+    accuracy,
+    group_accuracy_table,
+    macro_f1,
+    macro_group_accuracy,
+    sigma_inequity,
+)
+from cuma.metrics.collapse import collapse_rate, collapse_summary, entropy_table, group_spread_table
+from cuma.metrics.distribution import (
+    POPULATION,
+    distribution_summary,
+    distribution_table,
+    js_distance,
+    ordinal_emd,
+    total_variation,
+)
+from cuma.metrics.emd import THRESHOLDS, argmax_emd, emd_coverage, emd_summary, scaled_emd, wvb_emd
+from cuma.metrics.frame import PREDICTION_COLUMNS
+from cuma.metrics.summary import summarize
+
+__all__ = [
+    "POPULATION",
+    "PREDICTION_COLUMNS",
+    "THRESHOLDS",
+    "accuracy",
+    "argmax_emd",
+    "collapse_rate",
+    "collapse_summary",
+    "distribution_summary",
+    "distribution_table",
+    "emd_coverage",
+    "emd_summary",
+    "entropy_table",
+    "group_accuracy_table",
+    "group_spread_table",
+    "js_distance",
+    "macro_f1",
+    "macro_group_accuracy",
+    "ordinal_emd",
+    "scaled_emd",
+    "sigma_inequity",
+    "summarize",
+    "total_variation",
+    "wvb_emd",
+]

@@ -1,0 +1,50 @@
+"""Every survey metric in one flat, JSON-ready dict, the row the comparison report shows per method."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from cuma.metrics.classification import accuracy, macro_f1, macro_group_accuracy, sigma_inequity
+from cuma.metrics.collapse import collapse_summary
+from cuma.metrics.distribution import distribution_summary, distribution_table
+from cuma.metrics.emd import argmax_emd, emd_summary
+
+
+def summarize(
+    predictions: pd.DataFrame,
+    group_fields: Sequence[str],
+    main_group: str | None = None,
+    min_count: int = 5,
+) -> dict[str, float | int | None]:
+    """All metrics of a predictions DataFrame (schema in notes/TEAM.md).
+
+    Args:
+        predictions: one row per (respondent, question).
+        group_fields: demographic columns for sigma-inequity, group distributions and group spread.
+        main_group: the field for ``macro_acc`` (e.g. country); ``macro_acc`` is None without it.
+        min_count: smallest group (in answers) that sigma-inequity and the group metrics use.
+
+    Returns:
+        Flat keys. ``argmax_*`` numbers come from argmax answers, ``prob_*`` from option probabilities;
+        ``argmax_emd_*`` is the WorldValuesBench EMD (``auc_pct`` in the reference's units, max 60;
+        ``auc_norm`` in 0..1). Undefined numbers (e.g. sigma-inequity with one group) are None.
+    """
+    emd = emd_summary(argmax_emd(predictions))
+    result: dict[str, float | int | None] = {
+        "n_answers": len(predictions),
+        "n_questions": int(predictions["question_id"].nunique()),
+        "accuracy": accuracy(predictions),
+        "macro_f1": macro_f1(predictions),
+        "macro_acc": macro_group_accuracy(predictions, main_group) if main_group else None,
+        "sigma_inequity": sigma_inequity(predictions, group_fields, min_count),
+    }
+    result |= {f"argmax_emd_{key}": value for key, value in emd.items()}
+    result |= distribution_summary(distribution_table(predictions, group_fields, min_count))
+    result |= collapse_summary(predictions, group_fields, min_count)
+    return {
+        key: None if isinstance(value, float) and math.isnan(value) else value
+        for key, value in result.items()
+    }
