@@ -17,7 +17,7 @@ from cuma.metrics.distribution import (
     total_variation,
 )
 from cuma.metrics.emd import THRESHOLDS, argmax_emd, emd_coverage, emd_summary, scaled_emd, wvb_emd
-from cuma.metrics.frame import PREDICTION_COLUMNS
+from cuma.metrics.frame import PREDICTION_COLUMNS, make_predictions
 from cuma.metrics.summary import summarize
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "js_distance",
     "macro_f1",
     "macro_group_accuracy",
+    "make_predictions",
     "ordinal_emd",
     "scaled_emd",
     "sigma_inequity",

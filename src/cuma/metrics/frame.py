@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,15 +117,45 @@ def _single(rows: pd.DataFrame, column: str, question: object) -> float:
 
 
 def _probs(rows: pd.DataFrame, n_options: int) -> np.ndarray:
-    probs = np.zeros((len(rows), n_options))
-    for i, (row, value) in enumerate(zip(rows.index, rows["probs"], strict=True)):
-        vector = np.asarray(value, dtype=float)
-        if vector.shape != (n_options,) or not np.all(np.isfinite(vector)) or np.any(vector < 0):
-            raise ValueError(
-                f"predictions row {row!r}: probs must be {n_options} finite numbers >= 0, "
-                f"got {np.ravel(vector).tolist()!r}"
-            )
-        if abs(vector.sum() - 1) > 1e-4:
-            raise ValueError(f"predictions row {row!r}: probs sum to {vector.sum():.6f}, not 1")
-        probs[i] = vector / vector.sum()
-    return probs
+    return np.stack(
+        [_checked_probs(row, value, n_options) for row, value in zip(rows.index, rows["probs"], strict=True)]
+    )
+
+
+def _checked_probs(row: object, value: Sequence[float], n_options: int) -> np.ndarray:
+    vector = np.asarray(value, dtype=float)
+    if vector.shape != (n_options,) or not np.all(np.isfinite(vector)) or np.any(vector < 0):
+        raise ValueError(
+            f"predictions row {row!r}: probs must be {n_options} finite numbers >= 0, "
+            f"got {np.ravel(vector).tolist()!r}"
+        )
+    if abs(vector.sum() - 1) > 1e-4:
+        raise ValueError(f"predictions row {row!r}: probs sum to {vector.sum():.6f}, not 1")
+    return vector / vector.sum()
+
+
+def make_predictions(answers: pd.DataFrame, probs: Sequence[Sequence[float]]) -> pd.DataFrame:
+    """The predictions DataFrame for answer rows and one probability vector over the options per row.
+
+    ``answers`` has the schema's answer columns (``respondent_id, question_id, target_code,
+    option_codes, option_letters, scale_min, scale_max, ordinal``) plus profile fields; the argmax (first
+    option on ties) becomes ``predicted_code`` and the letters are looked up from the options.
+    """
+    columns = ["respondent_id", "question_id", "target_code", "option_codes", "option_letters"]
+    require_columns(answers, [*columns, "scale_min", "scale_max", "ordinal"], what="answers")
+    if len(probs) != len(answers):
+        raise ValueError(f"got {len(probs)} probability vectors for {len(answers)} answer rows")
+    frame = answers.copy()
+    frame["probs"] = [
+        _checked_probs(row, p, len(options)).tolist()
+        for row, p, options in zip(frame.index, probs, frame["option_codes"], strict=True)
+    ]
+    predicted = [int(np.argmax(p)) for p in frame["probs"]]
+    frame["target_letter"] = _pick(frame["option_letters"], option_index(frame, "target_code"))
+    frame["predicted_code"] = [int(c) for c in _pick(frame["option_codes"], predicted)]
+    frame["predicted_letter"] = _pick(frame["option_letters"], predicted)
+    return frame
+
+
+def _pick(options: pd.Series, positions: Sequence[int]) -> list:
+    return [list(values)[i] for values, i in zip(options, positions, strict=True)]
