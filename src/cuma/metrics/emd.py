@@ -55,7 +55,7 @@ def wvb_emd(
     infinite = np.isinf(scores.to_numpy(dtype=float, na_value=np.nan))
     if infinite.any():
         row = predictions.index[infinite][0]
-        raise ValueError(f"WVB predictions row {row!r}: SCORE={predictions.at[row, 'SCORE']!r} is not finite")
+        raise ValueError(f"WVB predictions row {row}: SCORE={predictions.at[row, 'SCORE']!r} is not finite")
     if not answers.index.is_unique:
         raise ValueError(
             "answers table: participant index has duplicates; it must have one row per participant"
@@ -70,12 +70,12 @@ def wvb_emd(
         unknown = participants[~participants.isin(answers.index)]
         if len(unknown):
             raise ValueError(
-                f"question {question!r}: participant {unknown.iloc[0]!r} is not in the answers table"
+                f"question {question!r}: participant {unknown.iloc[0]} is not in the answers table"
             )
         truth = answers.loc[participants.to_numpy(), question]
         if truth.isna().any():
             raise ValueError(
-                f"question {question!r}: participant {truth.index[truth.isna()][0]!r} has no true answer"
+                f"question {question!r}: participant {truth.index[truth.isna()][0]} has no true answer"
             )
         valid = scores.loc[rows.index].dropna()
         if valid.empty:
