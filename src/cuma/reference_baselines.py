@@ -1,0 +1,190 @@
+"""Non-LLM reference points: what a survey statistician would predict from the profile alone.
+
+Each baseline is fitted on the train answers of a question and predicts its test answers, returning the
+predictions DataFrame of notes/TEAM.md (plus a ``fallback`` column) so the same metrics score them:
+
+- ``population-majority``: the question's most common train answer, for everyone.
+- ``cell-majority``: the most common train answer among respondents with exactly the same profile
+  (missing is a value of its own); a cell with no train answers to the question falls back to the
+  population, and ``fallback`` is True on those rows.
+- ``logistic-regression``: multinomial logistic regression per question on one-hot profile fields
+  (missing is a category of its own; values unseen in training are ignored). A question whose train
+  rows all give one answer cannot be fitted and falls back to the population (``fallback`` True).
+
+The majority baselines' ``probs`` are the answer counts plus ``smoothing`` per option, normalised (1.0 is
+Laplace smoothing, 0 the empirical distribution); their argmax is the mode, the first option on ties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import OneHotEncoder
+from tqdm.auto import tqdm
+
+from cuma.metrics.frame import group_values, make_predictions, option_index, require_columns
+
+ANSWER_COLUMNS = (
+    "respondent_id",
+    "question_id",
+    "target_code",
+    "option_codes",
+    "option_letters",
+    "scale_min",
+    "scale_max",
+    "ordinal",
+)
+MISSING = "<missing>"
+"""Category that stands for a missing profile value in cells and one-hot features."""
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Settings of the reference baselines.
+
+    Attributes:
+        smoothing: pseudo-count per option in the majority baselines' probabilities (>= 0).
+        C: inverse L2 regularisation strength of the logistic regression.
+        max_iter: iteration cap of the logistic regression's lbfgs solver.
+        seed: ``random_state`` of the logistic regression, for reproducible fits.
+    """
+
+    smoothing: float = 1.0
+    C: float = 1.0
+    max_iter: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.smoothing < 0:
+            raise ValueError(f"BaselineConfig.smoothing must be >= 0, got {self.smoothing}")
+        if self.C <= 0:
+            raise ValueError(f"BaselineConfig.C must be > 0, got {self.C}")
+
+
+def population_majority(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    fields: Sequence[str] = (),
+    config: BaselineConfig = BaselineConfig(),
+) -> pd.DataFrame:
+    """Predict every test respondent the question's most common train answer (``fields`` unused)."""
+    test, by_question = _prepare(train, test, fields)
+    probs = [np.empty(0)] * len(test)
+    for rows, fit in by_question.values():
+        distribution = _smoothed(_counts(fit), config.smoothing)
+        for position in rows.index:
+            probs[position] = distribution
+    return _finish(test, probs, np.zeros(len(test), dtype=bool))
+
+
+def cell_majority(
+    train: pd.DataFrame, test: pd.DataFrame, fields: Sequence[str], config: BaselineConfig = BaselineConfig()
+) -> pd.DataFrame:
+    """Predict the most common train answer of the respondent's cell (same value on every field)."""
+    test, by_question = _prepare(train, test, fields, need_fields=True)
+    probs = [np.empty(0)] * len(test)
+    fallback = np.zeros(len(test), dtype=bool)
+    for rows, fit in by_question.values():
+        n_options = len(rows["option_codes"].iloc[0])
+        counts: dict[tuple, np.ndarray] = {}
+        for cell, answer in zip(_cells(fit, fields), option_index(fit, "target_code"), strict=True):
+            counts.setdefault(cell, np.zeros(n_options, dtype=np.int64))[answer] += 1
+        population = _smoothed(_counts(fit), config.smoothing)
+        for position, cell in zip(rows.index, _cells(rows, fields), strict=True):
+            seen = cell in counts
+            probs[position] = _smoothed(counts[cell], config.smoothing) if seen else population
+            fallback[position] = not seen
+    return _finish(test, probs, fallback)
+
+
+def logistic_regression(
+    train: pd.DataFrame, test: pd.DataFrame, fields: Sequence[str], config: BaselineConfig = BaselineConfig()
+) -> pd.DataFrame:
+    """Predict with a multinomial logistic regression per question on one-hot profile fields."""
+    test, by_question = _prepare(train, test, fields, need_fields=True)
+    probs = [np.empty(0)] * len(test)
+    fallback = np.zeros(len(test), dtype=bool)
+    for rows, fit in tqdm(by_question.values(), desc="logistic regression", unit="question"):
+        n_options = len(rows["option_codes"].iloc[0])
+        target = option_index(fit, "target_code")
+        if len(np.unique(target)) == 1:
+            distribution = _smoothed(_counts(fit), config.smoothing)
+            for position in rows.index:
+                probs[position] = distribution
+            fallback[rows.index] = True
+            continue
+        encoder = OneHotEncoder(handle_unknown="ignore")
+        model = LogisticRegression(C=config.C, max_iter=config.max_iter, random_state=config.seed)
+        model.fit(encoder.fit_transform(_categories(fit, fields)), target)
+        full = np.zeros((len(rows), n_options))
+        full[:, model.classes_] = model.predict_proba(encoder.transform(_categories(rows, fields)))
+        for position, vector in zip(rows.index, full, strict=True):
+            probs[position] = vector
+    return _finish(test, probs, fallback)
+
+
+REFERENCE_BASELINES: dict[str, Callable[..., pd.DataFrame]] = {
+    "population-majority": population_majority,
+    "cell-majority": cell_majority,
+    "logistic-regression": logistic_regression,
+}
+"""Baseline name -> function ``(train, test, fields, config) -> predictions DataFrame``."""
+
+
+def _prepare(
+    train: pd.DataFrame, test: pd.DataFrame, fields: Sequence[str], need_fields: bool = False
+) -> tuple[pd.DataFrame, dict[object, tuple[pd.DataFrame, pd.DataFrame]]]:
+    """Check both splits and pair each test question's rows with its train rows.
+
+    The test frame comes back with a fresh 0..n-1 index, which the per-question rows keep.
+    """
+    if need_fields and not fields:
+        raise ValueError("this baseline needs at least one profile field")
+    require_columns(train, [*ANSWER_COLUMNS, *fields], what="train answers")
+    require_columns(test, [*ANSWER_COLUMNS, *fields], what="test answers")
+    if test.empty:
+        raise ValueError("test answers DataFrame is empty: nothing to predict")
+    test = test.reset_index(drop=True)
+    train_groups = dict(tuple(train.groupby("question_id", sort=False)))
+    by_question = {}
+    for question, rows in test.groupby("question_id", sort=False):
+        if question not in train_groups:
+            raise ValueError(f"question {question!r} has test answers but no train answers")
+        fit = train_groups[question]
+        options = list(rows["option_codes"].iloc[0])
+        for what, frame in (("train", fit), ("test", rows)):
+            for row, row_options in zip(frame.index, frame["option_codes"], strict=True):
+                if list(row_options) != options:
+                    raise ValueError(
+                        f"{what} answers row {row!r}: question {question!r} has option_codes="
+                        f"{list(row_options)!r}, test row {rows.index[0]} has {options!r}"
+                    )
+        by_question[question] = (rows, fit)
+    return test, by_question
+
+
+def _counts(fit: pd.DataFrame) -> np.ndarray:
+    return np.bincount(option_index(fit, "target_code"), minlength=len(fit["option_codes"].iloc[0]))
+
+
+def _smoothed(counts: np.ndarray, smoothing: float) -> np.ndarray:
+    weights = counts + smoothing
+    return weights / weights.sum()
+
+
+def _categories(frame: pd.DataFrame, fields: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({field: group_values(frame, field).fillna(MISSING) for field in fields})
+
+
+def _cells(frame: pd.DataFrame, fields: Sequence[str]) -> list[tuple]:
+    return list(_categories(frame, fields).itertuples(index=False, name=None))
+
+
+def _finish(test: pd.DataFrame, probs: list[np.ndarray], fallback: np.ndarray) -> pd.DataFrame:
+    predictions = make_predictions(test, probs)
+    predictions["fallback"] = fallback
+    return predictions
