@@ -44,9 +44,9 @@ def test_summary_is_flat_json_and_agrees_with_parts():
     assert summary["n_answers"] == 120 and summary["n_questions"] == 3
     assert summary["accuracy"] == pytest.approx(accuracy(predictions))
     assert summary["sigma_inequity"] == pytest.approx(sigma_inequity(predictions, ["country", "sex"]))
-    assert summary["argmax_emd_mean"] == pytest.approx(np.mean(list(argmax_emd(predictions).values())))
-    assert 0 <= summary["argmax_emd_auc_norm"] <= 1
-    assert summary["argmax_emd_auc_pct"] == pytest.approx(60 * summary["argmax_emd_auc_norm"])
+    assert summary["wvb_argmax_emd_mean"] == pytest.approx(np.mean(list(argmax_emd(predictions).values())))
+    assert 0 <= summary["wvb_argmax_emd_auc_norm"] <= 1
+    assert summary["wvb_argmax_emd_auc_pct"] == pytest.approx(60 * summary["wvb_argmax_emd_auc_norm"])
 
 
 def test_perfect_predictor_summary():
@@ -54,7 +54,7 @@ def test_perfect_predictor_summary():
     perfect = make_predictions(answers, np.eye(4)[answers["target_code"] - 1])
     summary = summarize(perfect, ["country"])
     assert summary["accuracy"] == 1 and summary["macro_f1"] == 1
-    assert summary["argmax_emd_mean"] == 0 and summary["argmax_emd_auc_norm"] == pytest.approx(1)
+    assert summary["wvb_argmax_emd_mean"] == 0 and summary["wvb_argmax_emd_auc_norm"] == pytest.approx(1)
     assert summary["prob_js_mean"] == pytest.approx(0, abs=1e-12)
     assert summary["group_argmax_spread_js"] == pytest.approx(summary["group_human_spread_js"])
     assert summary["macro_acc"] is None

@@ -28,9 +28,12 @@ def summarize(
         min_count: smallest group (in answers) that sigma-inequity and the group metrics use.
 
     Returns:
-        Flat keys. ``argmax_*`` numbers come from argmax answers, ``prob_*`` from option probabilities;
-        ``argmax_emd_*`` is the WorldValuesBench EMD (``auc_pct`` in the reference's units, max 60;
-        ``auc_norm`` in 0..1). Undefined numbers (e.g. sigma-inequity with one group) are None.
+        Flat keys. Keys with ``argmax`` come from argmax answers, keys with ``prob`` from option
+        probabilities. ``wvb_argmax_emd_*`` is the WorldValuesBench EMD over every question (mean,
+        median, ``coverage@t``, ``auc_pct`` in the reference's units, max 60, ``auc_norm`` in 0..1);
+        ``{prob,argmax}_{emd,js,tv}_mean`` compare population distributions per question and
+        ``*_group_mean`` group distributions (EMD on ordinal questions only). Undefined numbers
+        (e.g. sigma-inequity with one group) are None.
     """
     emd = emd_summary(argmax_emd(predictions))
     result: dict[str, float | int | None] = {
@@ -41,9 +44,16 @@ def summarize(
         "macro_acc": macro_group_accuracy(predictions, main_group) if main_group else None,
         "sigma_inequity": sigma_inequity(predictions, group_fields, min_count),
     }
-    result |= {f"argmax_emd_{key}": value for key, value in emd.items()}
-    result |= distribution_summary(distribution_table(predictions, group_fields, min_count))
-    result |= collapse_summary(predictions, group_fields, min_count)
+    parts = (
+        {f"wvb_argmax_emd_{key}": value for key, value in emd.items()},
+        distribution_summary(distribution_table(predictions, group_fields, min_count)),
+        collapse_summary(predictions, group_fields, min_count),
+    )
+    for part in parts:
+        clash = result.keys() & part.keys()
+        if clash:
+            raise RuntimeError(f"summary keys computed twice: {sorted(clash)}")
+        result |= part
     return {
         key: None if isinstance(value, float) and math.isnan(value) else value
         for key, value in result.items()
