@@ -112,7 +112,7 @@ def iter_questions(predictions: pd.DataFrame, need_probs: bool = True) -> Iterat
 def _single(rows: pd.DataFrame, column: str, question: object) -> float:
     values = rows[column].unique()
     if len(values) != 1:
-        raise ValueError(f"question {question!r} has several {column} values: {sorted(values)}")
+        raise ValueError(f"question {question!r} has several {column} values: {list(values)}")
     return float(values[0])
 
 
