@@ -51,7 +51,7 @@ def option_index(frame: pd.DataFrame, code_column: str) -> np.ndarray:
             positions[i] = list(options).index(code)
         except ValueError:
             raise ValueError(
-                f"predictions row {row!r}: {code_column}={code!r} is not in option_codes={list(options)!r}"
+                f"row {row!r}: {code_column}={code} is not in option_codes={list(options)!r}"
             ) from None
     return positions
 
