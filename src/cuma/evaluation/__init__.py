@@ -1,0 +1,14 @@
+"""Evaluation on surveys: multiple-choice scoring of a model and the topology of its routing."""
+
+from cuma.evaluation.scoring import answer_logits, score, score_examples
+from cuma.evaluation.topology import RoutingCollector, expert_usage, group_projection, usage_matrix
+
+__all__ = [
+    "RoutingCollector",
+    "answer_logits",
+    "expert_usage",
+    "group_projection",
+    "score",
+    "score_examples",
+    "usage_matrix",
+]
