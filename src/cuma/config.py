@@ -62,6 +62,7 @@ class TrainConfig:
     precision: str = "bf16"  # "bf16" (autocast) or "fp32"
     seed: int = 42
     save_every: int | None = None  # optimizer steps between checkpoints; the final one is always saved
+    keep_checkpoints: int | None = 2  # newest checkpoints kept in output_dir/checkpoints; None = all
     log_every: int = 10
     routing_stats_every: int = 50  # steps between expert-load / router-entropy logs
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])

@@ -1,0 +1,309 @@
+"""The SFT loop shared by every trainable method, on ``accelerate``.
+
+Public API::
+
+    train(prepared, dataset, collate_fn, config, output_dir, *, resume=False, on_step=None) -> TrainResult
+
+``dataset`` is any sized sequence of examples and ``collate_fn`` turns a list of them into a dict with
+``input_ids``, ``attention_mask``, ``labels`` (-100 outside the answer) and, for methods that route on
+the profile, ``demographic_embeds`` [batch, encoder_dim]; ``respondent_id`` / ``question_id`` lists are
+optional and only used to name a batch in errors.
+
+Choices that differ from the reference trainers (reference notes 3.1, 6.1 items 6-8):
+
+* Gradient accumulation is done here, not by ``Accelerator(gradient_accumulation_steps=...)``: the
+  micro-batches of one optimizer step are fetched first, so the loss is the exact mean over every
+  answer token of the step (on every process), whatever their split over micro-batches and lengths.
+* The schedule is built from the real number of optimizer steps (``plan_steps``), after the loader is
+  prepared, so it is right for any process count, accumulation and number of epochs.
+* The scheduler is stepped here only after an optimizer step, and is not passed to
+  ``accelerator.prepare`` (which would step it once per process).
+* A checkpoint stores the data position, optimizer, scheduler and RNG states; a resumed run replays the
+  same batches with the same dropout masks and ends with bit-identical weights.
+* Existing checkpoints are never deleted at start: without ``resume`` they are an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from cuma.config import TrainConfig
+from cuma.methods import PreparedModel
+from cuma.train.checkpoint import Position, list_checkpoints, load_checkpoint, save_checkpoint
+from cuma.train.data import make_loader
+from cuma.train.loss import answer_token_loss_sum, count_answer_tokens
+from cuma.train.monitor import hparams, postfix, routing_stats, trackers
+from cuma.train.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
+
+PRECISIONS = {"bf16": "bf16", "fp32": "no"}  # train.precision -> accelerate mixed_precision
+CHECKPOINT_DIR = "checkpoints"
+
+OnStep = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves: the last checkpoint (``load_trained`` reads it) and per-step logs."""
+
+    output_dir: Path
+    checkpoint: Path
+    global_step: int
+    plan: StepPlan
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1]["loss"] if self.history else float("nan")
+
+
+def train(
+    prepared: PreparedModel,
+    dataset: Sequence[Any],
+    collate_fn: Callable[[list[Any]], dict[str, Any]],
+    config: TrainConfig,
+    output_dir: str | Path,
+    *,
+    resume: bool = False,
+    on_step: OnStep | None = None,
+) -> TrainResult:
+    """Train ``prepared`` on ``dataset``; checkpoints go to ``output_dir/checkpoints``.
+
+    ``resume`` continues from the newest checkpoint there (or starts fresh when there is none).
+    ``on_step(global_step, logs)`` runs after each optimizer step and its checkpoint, if any.
+    """
+    validate(config)
+    if not prepared.trainable:
+        raise ValueError(f"method {prepared.name!r} has nothing to train")
+    output_dir = Path(output_dir)
+    root = output_dir / CHECKPOINT_DIR
+    existing = list_checkpoints(root)
+    if existing and not resume:
+        raise FileExistsError(
+            f"{root} already holds checkpoints (newest {existing[-1].name}); resume or use a new output_dir"
+        )
+    accelerator = Accelerator(
+        mixed_precision=PRECISIONS[config.precision],
+        log_with=trackers(config) or None,
+        project_dir=str(output_dir),
+    )
+    set_seed(config.seed)
+    loader, sampler = make_loader(dataset, collate_fn, config.batch_size, config.seed)
+    optimizer = build_optimizer(prepared.parameter_groups(), config)
+    model, optimizer, loader = accelerator.prepare(prepared, optimizer, loader)
+    plan = plan_steps(len(loader), config)
+    scheduler = build_scheduler(optimizer, config, plan)
+    run_shape = {
+        "num_examples": len(dataset),
+        "batch_size": config.batch_size,
+        "grad_accum": config.grad_accum,
+        "num_processes": accelerator.num_processes,
+        "seed": config.seed,
+        "total_steps": plan.total_steps,
+    }
+    position = Position(global_step=0, epoch=0, batch_in_epoch=0)
+    if resume and existing:
+        position = load_checkpoint(accelerator, existing[-1], prepared, optimizer, scheduler, run_shape)
+    if trackers(config):
+        accelerator.init_trackers("logs", config=hparams(config, prepared.name))
+
+    loop = _Loop(accelerator, prepared, model, optimizer, scheduler, config, plan, root, run_shape, on_step)
+    try:
+        last = loop.run(loader, sampler, position)
+    finally:
+        accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # undo the autocast patch on forward
+        prepared.eval()
+        accelerator.end_training()
+    return TrainResult(output_dir, last, loop.global_step, plan, loop.history)
+
+
+def validate(config: TrainConfig) -> None:
+    """Reject settings that would make a run silently wrong, naming the field and value."""
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"train.precision={config.precision!r}: expected one of {sorted(PRECISIONS)}")
+    for name in ("batch_size", "grad_accum", "log_every", "routing_stats_every"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"train.{name}={getattr(config, name)!r}: must be at least 1")
+    for name in ("save_every", "max_steps", "keep_checkpoints"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"train.{name}={value!r}: must be at least 1 or null")
+    if config.epochs <= 0:
+        raise ValueError(f"train.epochs={config.epochs!r}: must be positive")
+    if not 0.0 <= config.warmup_ratio < 1.0:
+        raise ValueError(f"train.warmup_ratio={config.warmup_ratio!r}: must be in [0, 1)")
+    if config.max_grad_norm < 0:
+        raise ValueError(f"train.max_grad_norm={config.max_grad_norm!r}: must be >= 0 (0 disables clipping)")
+
+
+class _Loop:
+    """The epoch/step loop; state lives here so ``train`` reads as a recipe."""
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        prepared: PreparedModel,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        config: TrainConfig,
+        plan: StepPlan,
+        root: Path,
+        run_shape: dict[str, Any],
+        on_step: OnStep | None,
+    ) -> None:
+        self.accelerator = accelerator
+        self.prepared = prepared
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.config = config
+        self.plan = plan
+        self.root = root
+        self.run_shape = run_shape
+        self.on_step = on_step
+        self.global_step = 0
+        self.history: list[dict[str, float]] = []
+
+    def run(self, loader: Iterable[dict[str, Any]], sampler: Any, start: Position) -> Path:
+        acc, plan = self.accelerator, self.plan
+        self.global_step = start.global_step
+        epoch, skip = start.epoch, start.batch_in_epoch
+        if skip >= plan.micro_batches_per_epoch:
+            epoch, skip = epoch + 1, 0
+        bar = tqdm(
+            total=plan.total_steps,
+            initial=self.global_step,
+            desc=f"train {self.prepared.name}",
+            disable=not acc.is_local_main_process,
+        )
+        last_saved: Path | None = None
+        self.model.train()
+        while self.global_step < plan.total_steps:
+            sampler.set_epoch(epoch)
+            batches = acc.skip_first_batches(loader, skip) if skip else loader
+            consumed = skip
+            for micro in _chunks(batches, self.config.grad_accum):
+                logs = self._step(micro, first_index=consumed)
+                consumed += len(micro)
+                self.global_step += 1
+                logs["epoch"] = epoch + consumed / plan.micro_batches_per_epoch
+                self.history.append(logs)
+                bar.update(1)
+                bar.set_postfix(postfix(logs), refresh=False)
+                if self.global_step % self.config.log_every == 0 or self.global_step == plan.total_steps:
+                    acc.log(logs, step=self.global_step)
+                position = Position(self.global_step, epoch, consumed)
+                every = self.config.save_every
+                if (every and self.global_step % every == 0) or self.global_step == plan.total_steps:
+                    last_saved = self._save(position)
+                if self.on_step is not None:
+                    self.on_step(self.global_step, logs)
+                if self.global_step == plan.total_steps:
+                    break
+            epoch, skip = epoch + 1, 0
+        bar.close()
+        return last_saved if last_saved is not None else self._save(Position(self.global_step, epoch, 0))
+
+    def _save(self, position: Position) -> Path:
+        return save_checkpoint(
+            self.accelerator,
+            self.root,
+            self.prepared,
+            self.optimizer,
+            self.scheduler,
+            position,
+            self.run_shape,
+            self.config.keep_checkpoints,
+        )
+
+    def _step(self, micro: list[dict[str, Any]], first_index: int) -> dict[str, float]:
+        """One optimizer step over ``micro``; the loss is the mean over all answer tokens of the step."""
+        acc, step = self.accelerator, self.global_step + 1
+        started = time.perf_counter()
+        local = torch.stack(
+            [
+                sum(count_answer_tokens(b["labels"]) for b in micro),
+                sum(b["attention_mask"].sum() for b in micro),
+            ]
+        )
+        answer_tokens, tokens = acc.reduce(local.float(), reduction="sum").tolist()
+        if answer_tokens == 0:
+            raise ValueError(f"step {step}: no answer tokens (every label is -100) in {_describe(micro[0])}")
+        record = self.prepared.has_routing and step % self.config.routing_stats_every == 0
+        routing: dict[str, float] = {}
+        ce_total = torch.zeros((), device=acc.device)
+        aux_total = torch.zeros((), device=acc.device)
+        finite: list[torch.Tensor] = []
+        for i, batch in enumerate(micro):
+            last = i == len(micro) - 1
+            with contextlib.ExitStack() as stack:
+                if not last:
+                    stack.enter_context(acc.no_sync(self.model))
+                rec = stack.enter_context(self.prepared.record_routing()) if record and i == 0 else None
+                out = self.model(batch["input_ids"], batch["attention_mask"], batch.get("demographic_embeds"))
+                ce = answer_token_loss_sum(out.logits, batch["labels"])
+                aux = out.aux_loss.float()
+                loss = ce * (acc.num_processes / answer_tokens) + aux / len(micro)
+                acc.backward(loss)
+            if rec is not None:
+                routing = routing_stats(rec.weights, batch["attention_mask"])
+            finite.append(torch.isfinite(loss.detach()))
+            ce_total += ce.detach()
+            aux_total += aux.detach()
+        bad_local = (~torch.stack(finite)).sum()
+        ce_sum, aux_sum, bad = acc.reduce(
+            torch.stack([ce_total, aux_total, bad_local.float()]), "sum"
+        ).tolist()
+        if bad:
+            raise FloatingPointError(self._nan_message(step, micro, finite, first_index))
+        logs = {"loss": ce_sum / answer_tokens, "aux_loss": aux_sum / (len(micro) * acc.num_processes)}
+        if self.config.max_grad_norm > 0:
+            logs["grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
+        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        for group in self.optimizer.param_groups:
+            logs[f"lr/{group['name']}"] = group["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        logs["tokens_per_s"] = tokens / max(time.perf_counter() - started, 1e-9)
+        logs.update(routing)
+        return logs
+
+    def _nan_message(
+        self, step: int, micro: list[dict[str, Any]], finite: list[torch.Tensor], first_index: int
+    ) -> str:
+        bad = [i for i, ok in enumerate(finite) if not ok]
+        if not bad:
+            return f"non-finite loss at step {step} on another process than {self.accelerator.process_index}"
+        i = bad[0]
+        return (
+            f"non-finite loss at step {step}, micro-batch {first_index + i} of the epoch "
+            f"(process {self.accelerator.process_index}): {_describe(micro[i])}"
+        )
+
+
+def _describe(batch: dict[str, Any]) -> str:
+    """Name a batch by its respondent and question ids when the collator provides them."""
+    parts = [f"{key}={list(batch[key])[:8]}" for key in ("respondent_id", "question_id") if key in batch]
+    return ", ".join(parts) if parts else f"batch of {len(batch['input_ids'])} rows (no ids in the batch)"
+
+
+def _chunks(batches: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for batch in batches:
+        chunk.append(batch)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
