@@ -78,8 +78,11 @@ class Router(nn.Module):
 
 
 def routing_weights(logits: torch.Tensor, config: CuMAConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gates, probs): gates are zero outside the chosen experts; probs is the full softmax (float32)."""
-    probs = logits.float().softmax(dim=-1)
+    """(gates, probs): gates are zero outside the chosen experts; probs is the full softmax.
+
+    Both are at least float32, so the softmax and the top-k weights are not rounded to bf16.
+    """
+    probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)
     if config.routing == "soft":
         return probs, probs
     top, index = probs.topk(config.top_k, dim=-1)
@@ -106,7 +109,7 @@ def router_aux_loss(
     p = (probs * weights).sum(dim=(0, 1)) / tokens
     loss = config.load_balancing_weight * config.num_experts * (f * p).sum()
     if config.router_z_loss_weight:
-        z = torch.logsumexp(logits.float(), dim=-1).square().unsqueeze(-1)
+        z = torch.logsumexp(logits.to(probs.dtype), dim=-1).square().unsqueeze(-1)
         loss = loss + config.router_z_loss_weight * (z * weights).sum() / tokens
     return loss
 

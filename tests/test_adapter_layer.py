@@ -1,0 +1,146 @@
+"""The vectorised layer against a deliberately naive per-token, per-expert loop (outputs and gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cuma.adapter import CuMAConfig, MixtureLoRALinear, Router, RoutingState
+
+IN, OUT, DEMO = 12, 10, 6
+
+CASES = [
+    ("lora", {}),
+    ("hydralora", {}),
+    ("hydralora", {"routing": "topk", "top_k": 3}),
+    ("mixlora", {}),
+    ("cuma", {}),
+    ("cuma", {"top_k_weights": "softmax-of-probs"}),
+    ("cuma", {"shared_a": True}),
+    ("cuma", {"top_k": 1, "router_layers": 3}),
+    ("cuma-soft", {}),
+    ("cuma-soft", {"shared_a": True}),
+    ("demographic-only", {}),
+    ("no-demographic", {"top_k_weights": "softmax-of-probs"}),
+]
+
+
+def naive_forward(layer: MixtureLoRALinear, router: Router | None, x: torch.Tensor, d: torch.Tensor | None):
+    """Token by token: concatenate [h ; d] for the router, pick experts by Python sorting, add B_e A_e x."""
+    c = layer.config
+    rows = []
+    for b in range(x.shape[0]):
+        for s in range(x.shape[1]):
+            h = x[b, s]
+            y = layer.base_layer.weight @ h + layer.base_layer.bias
+            weights = {0: torch.tensor(1.0, dtype=x.dtype)}
+            if router is not None:
+                parts = [(router.hidden_proj, h)] if "hidden" in c.router_inputs else []
+                parts += [(router.demographic_proj, d[b])] if "demographic" in c.router_inputs else []
+                weight = torch.cat([proj.weight for proj, _ in parts], dim=1)
+                z = weight @ torch.cat([v for _, v in parts]) + router.bias
+                for linear in router.head:
+                    z = linear.weight @ torch.relu(z) + linear.bias
+                p = torch.softmax(z, dim=0)
+                if c.routing == "soft":
+                    weights = {e: p[e] for e in range(c.num_experts)}
+                else:
+                    chosen = sorted(range(c.num_experts), key=lambda e: -p[e].item())[: c.top_k]
+                    picked = torch.stack([p[e] for e in chosen])
+                    w = picked / picked.sum() if c.top_k_weights == "normalize" else torch.softmax(picked, 0)
+                    weights = dict(zip(chosen, w, strict=True))
+            for e, w in weights.items():
+                a = layer.lora_A if c.shared_a else layer.lora_A[e * c.rank : (e + 1) * c.rank]
+                b_e = layer.lora_B[:, e * c.rank : (e + 1) * c.rank]
+                y = y + c.scaling * w * (b_e @ (a @ h))
+            rows.append(y)
+    return torch.stack(rows).view(*x.shape[:-1], -1)
+
+
+def build(preset: str, overrides: dict):
+    experts = {} if preset == "lora" else {"num_experts": 4}
+    config = CuMAConfig.from_preset(
+        preset, rank=3, router_hidden_size=5, demographic_input_dim=DEMO, **experts, **overrides
+    )
+    torch.manual_seed(0)
+    base = nn.Linear(IN, OUT).double()
+    routers = nn.ModuleDict({"r": Router(config, IN)} if config.has_router else {}).double()
+    layer = MixtureLoRALinear(base, config, "layer", "r" if config.has_router else None)
+    nn.init.normal_(layer.lora_B)
+    return config, layer, routers
+
+
+def grads(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    out = [t.grad.clone() for t in tensors]
+    for t in tensors:
+        t.grad = None
+    return out
+
+
+@pytest.mark.parametrize(("preset", "overrides"), CASES)
+def test_layer_matches_naive_loop(preset: str, overrides: dict) -> None:
+    config, layer, routers = build(preset, overrides)
+    x = torch.randn(2, 5, IN, dtype=torch.float64, requires_grad=True)
+    d = torch.randn(2, DEMO, dtype=torch.float64)
+    probe = torch.randn(2, 5, OUT, dtype=torch.float64)
+    params = [x, layer.lora_A, layer.lora_B, *routers.parameters()]
+
+    state = RoutingState(routers, config, demographic=d) if config.has_router else None
+    fast = layer(x, routing=state)
+    (fast * probe).sum().backward()
+    fast_grads = grads(params)
+
+    slow = naive_forward(layer, routers["r"] if config.has_router else None, x, d)
+    (slow * probe).sum().backward()
+    slow_grads = grads(params)
+
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
+    for fast_grad, slow_grad in zip(fast_grads, slow_grads, strict=True):
+        torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-9, atol=1e-10)
+    assert any(g.abs().sum() > 0 for g in fast_grads[3:]) or not config.has_router or config.top_k == 1
+
+
+def test_topk_gates_have_k_nonzeros_and_sum_to_one() -> None:
+    config, _, routers = build("cuma", {})
+    state = RoutingState(routers, config, demographic=torch.randn(3, DEMO, dtype=torch.float64))
+    gates = state.gates("r", torch.randn(3, 7, IN, dtype=torch.float64), "layer")
+    assert ((gates > 0).sum(-1) == config.top_k).all()
+    torch.testing.assert_close(gates.sum(-1), torch.ones(3, 7, dtype=gates.dtype))
+
+
+def test_dropout_is_applied_once_to_the_input() -> None:
+    config, layer, _ = build("lora", {"dropout": 0.5})
+    layer.train()
+    x = torch.randn(4, 6, IN, dtype=torch.float64)
+    torch.manual_seed(1)
+    fast = layer(x)
+    torch.manual_seed(1)
+    dropped = nn.functional.dropout(x, 0.5, training=True)
+    expected = layer.base_layer(x) + config.scaling * dropped @ layer.lora_A.t() @ layer.lora_B.t()
+    torch.testing.assert_close(fast, expected)
+
+
+def test_router_layer_without_routing_state_is_an_error() -> None:
+    _, layer, _ = build("cuma", {})
+    with pytest.raises(RuntimeError, match="without routing state"):
+        layer(torch.randn(1, 2, IN, dtype=torch.float64))
+
+
+def test_embedding_rows_must_match_hidden_rows() -> None:
+    config, layer, routers = build("cuma", {})
+    state = RoutingState(routers, config, demographic=torch.randn(3, DEMO, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"\(3, 6\).*\(2, 4, 12\)"):
+        layer(torch.randn(2, 4, IN, dtype=torch.float64), routing=state)
+
+
+def test_bf16_autocast_runs_and_keeps_float32_parameters() -> None:
+    config = CuMAConfig.from_preset("cuma", demographic_input_dim=DEMO)
+    layer = MixtureLoRALinear(nn.Linear(IN, OUT), config, "layer", "r")
+    routers = nn.ModuleDict({"r": Router(config, IN)})
+    x = torch.randn(2, 3, IN, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x, routing=RoutingState(routers, config, demographic=torch.randn(2, DEMO)))
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16
+    assert layer.lora_A.dtype == torch.float32 and layer.lora_A.grad.dtype == torch.float32
