@@ -1,0 +1,31 @@
+"""The one error type of `cuma.data`: bad input, named by file, row, column and value."""
+
+from __future__ import annotations
+
+_UNSET = object()
+
+
+class DataError(ValueError):
+    """Bad input data. The message names where it was found so the user can fix the file."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: object = None,
+        row: object = None,
+        column: object = None,
+        value: object = _UNSET,
+    ) -> None:
+        where = [str(source)] if source is not None else []
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        text = f"{', '.join(where)}: {message}" if where else message
+        if value is not _UNSET:
+            value = value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
+            text += f" (value {value!r})"
+        super().__init__(text)
+        self.source, self.row, self.column = source, row, column
+        self.value = None if value is _UNSET else value

@@ -1,0 +1,56 @@
+"""How a multiple-choice question and a persona become chat messages."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+LETTERS = tuple(string.ascii_uppercase)
+SURVEY_SYSTEM = "You are a helpful assistant that answers survey questions honestly."
+
+
+def option_letters(n: int) -> tuple[str, ...]:
+    """``A``, ``B``, ... for ``n`` options."""
+    if not 1 <= n <= len(LETTERS):
+        raise ValueError(f"cannot letter {n} options: between 1 and {len(LETTERS)} are supported")
+    return LETTERS[:n]
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """The wording around a multiple-choice question.
+
+    Attributes:
+        system: system prompt without a persona (the paper's survey prompt by default).
+        persona_system: system prompt with a persona; ``{profile}`` is the rendered profile and
+            ``{system}`` the plain system prompt. The paper replaces the system prompt with the
+            profile sentence, hence the default ``"{profile}"``.
+        option: format of one option line, with ``{letter}`` and ``{label}``.
+        instruction: sentence after the options (the paper's wording by default).
+    """
+
+    system: str = SURVEY_SYSTEM
+    persona_system: str = "{profile}"
+    option: str = "{letter}. {label}"
+    instruction: str = "You can only choose one option."
+
+    def system_prompt(self, profile_text: str, persona: bool) -> str:
+        if persona and profile_text:
+            return self.persona_system.format(profile=profile_text, system=self.system)
+        return self.system
+
+    def user_prompt(self, question: str, labels: Sequence[str]) -> str:
+        letters = option_letters(len(labels))
+        pairs = zip(letters, labels, strict=True)
+        options = "\n".join(self.option.format(letter=x, label=y) for x, y in pairs)
+        return f"{question}\n{options}\n{self.instruction}"
+
+    def messages(
+        self, question: str, labels: Sequence[str], profile_text: str, persona: bool
+    ) -> tuple[dict[str, str], ...]:
+        """System and user messages (the prompt; the assistant answer is added by the example)."""
+        return (
+            {"role": "system", "content": self.system_prompt(profile_text, persona)},
+            {"role": "user", "content": self.user_prompt(question, labels)},
+        )

@@ -1,0 +1,42 @@
+"""What a loader read, kept and dropped, and why: nothing is dropped without being counted."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Tally:
+    """Counts for one kind of unit (respondents, answers, conversations, turns...)."""
+
+    read: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class LoadSummary:
+    """Per unit, how many were read, kept and dropped, with a count per reason for dropping.
+
+    Attributes:
+        source: the file, directory or hub id that was read.
+        units: unit name -> its `Tally`, in the order they were added.
+    """
+
+    source: str
+    units: dict[str, Tally] = field(default_factory=dict)
+
+    def add(self, unit: str, read: int, kept: int, dropped: Mapping[str, int] | None = None) -> None:
+        """Record a unit; the counts must add up, so a loader cannot lose rows unnoticed."""
+        dropped = {reason: int(n) for reason, n in (dropped or {}).items() if n}
+        if read != kept + sum(dropped.values()):
+            raise AssertionError(f"{self.source}: {unit}: read {read} != kept {kept} + dropped {dropped}")
+        self.units[unit] = Tally(int(read), int(kept), dropped)
+
+    def __str__(self) -> str:
+        lines = [f"source: {self.source}"]
+        for unit, tally in self.units.items():
+            lines.append(f"{unit}: read {tally.read}, kept {tally.kept}, dropped {tally.read - tally.kept}")
+            lines += [f"  - {reason}: {n}" for reason, n in tally.dropped.items()]
+        return "\n".join(lines)
