@@ -11,6 +11,7 @@ from cuma.data.splits import (
     held_out_question_split,
     pick_cells,
     random_split,
+    sample_answers,
     sample_stratified,
 )
 
@@ -120,3 +121,13 @@ def test_human_distribution_counts_answers(examples):
     totals = by[by.question_id == "natspac"].groupby("code")["count"].sum().to_dict()
     assert totals == natspac["count"].to_dict()
     assert by.groupby(["question_id", "gender"])["share"].sum().round(9).eq(1).all()
+
+
+def test_sample_answers_before_building_examples():
+    survey = load_builtin("gss-spending-2018")
+    small = sample_answers(survey, 360, seed=0)
+    assert len(small.answers) == 360
+    assert small.answers.groupby("question_id").size().eq(20).all()
+    assert set(small.respondents) == set(small.answers.respondent_id)
+    assert small.answers.equals(sample_answers(survey, 360, seed=0).answers)
+    assert len(build_examples(small)) == 360

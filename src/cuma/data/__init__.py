@@ -10,7 +10,8 @@ Survey data (one model for every survey):
 
 Splits (by respondent / conversation / annotator, never by row), all returning a `Split`:
     `random_split`, `held_out_profile_split(items, cells)`, `pick_cells`,
-    `held_out_question_split`, `sample_stratified` and `Split.sample`, `Split.apply`.
+    `held_out_question_split`, `sample_stratified` and `Split.sample`, `Split.apply`;
+    `sample_answers(survey, n)` thins a large survey (WVB) before examples are built.
 
 Evaluation helpers: `examples_frame(examples)` (respondent_id, question_id, target_code, option
     codes, scale, profile fields), `group_fields(examples)`, `human_distribution(examples, by)`.
@@ -60,6 +61,7 @@ _EXPORTS = {
     "held_out_question_split": "cuma.data.splits",
     "pick_cells": "cuma.data.splits",
     "sample_stratified": "cuma.data.splits",
+    "sample_answers": "cuma.data.splits",
     "attach_embeddings": "cuma.data.embeddings",
     "SFTCollator": "cuma.data.collate",
     "PromptCollator": "cuma.data.collate",

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from cuma.data.errors import DataError
+from cuma.data.survey import Survey
 
 T = TypeVar("T")
 SPLITS = ("train", "valid", "test")
@@ -195,6 +196,23 @@ def held_out_question_split(
     )
 
 
+def _quotas(sizes: Mapping[Any, int], n: int) -> dict[Any, int]:
+    """Split ``n`` as evenly as possible over strata of the given sizes (surplus of small ones spread)."""
+    quota = dict.fromkeys(sizes, 0)
+    left, open_ = n, sorted(sizes, key=str)
+    while left and open_:
+        share = max(left // len(open_), 1)
+        for s in list(open_):
+            take = min(share, sizes[s] - quota[s], left)
+            quota[s] += take
+            left -= take
+            if quota[s] == sizes[s]:
+                open_.remove(s)
+            if not left:
+                break
+    return quota
+
+
 def sample_stratified(
     items: Sequence[T],
     n: int,
@@ -214,18 +232,25 @@ def sample_stratified(
     strata: dict[Any, list[int]] = {}
     for i, item in enumerate(items):
         strata.setdefault(stratum(item), []).append(i)
-    quota = dict.fromkeys(strata, 0)
-    left, open_ = n, sorted(strata, key=str)
-    while left and open_:
-        share = max(left // len(open_), 1)
-        for s in list(open_):
-            take = min(share, len(strata[s]) - quota[s], left)
-            quota[s] += take
-            left -= take
-            if quota[s] == len(strata[s]):
-                open_.remove(s)
-            if not left:
-                break
+    quota = _quotas({s: len(rows) for s, rows in strata.items()}, n)
     rng = np.random.default_rng(seed)
     chosen = [i for s in sorted(strata, key=str) for i in rng.choice(strata[s], size=quota[s], replace=False)]
     return [items[i] for i in sorted(chosen)]
+
+
+def sample_answers(survey: Survey, n: int, *, seed: int = 0) -> Survey:
+    """The survey with ``n`` of its answers, stratified by question: sample *before* building examples
+    when the survey is large (WorldValuesBench has 21M answers; the paper trains on 50k)."""
+    answers = survey.answers
+    if n > len(answers):
+        raise DataError(f"cannot sample {n} answers from {len(answers)}", source=survey.source, value=n)
+    groups = answers.groupby("question_id", sort=True).indices
+    quota = _quotas({q: len(rows) for q, rows in groups.items()}, n)
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(
+        np.concatenate([rng.choice(groups[q], size=quota[q], replace=False) for q in sorted(groups)])
+    )
+    kept = answers.iloc[chosen].reset_index(drop=True)
+    people = set(kept["respondent_id"])
+    respondents = {rid: p for rid, p in survey.respondents.items() if rid in people}
+    return replace(survey, answers=kept, respondents=respondents)
