@@ -61,9 +61,8 @@ class MixtureLoRALinear(nn.Module):
         return self.base_layer.out_features
 
     def forward(self, x: torch.Tensor, routing: RoutingState | None = None) -> torch.Tensor:
-        result = self.base_layer(x)
         if self.disabled:
-            return result
+            return self.base_layer(x)
         gates = None
         if self.router_key is not None:
             if routing is None:
@@ -73,23 +72,19 @@ class MixtureLoRALinear(nn.Module):
                     "has returned, is not supported)"
                 )
             gates = routing.gates(self.router_key, x, self.name)
-        return self._add_experts(x, result, gates)
-
-    def _add_experts(self, x: torch.Tensor, result: torch.Tensor, gates: torch.Tensor | None) -> torch.Tensor:
-        out_shape = result.shape
+        # Work on 2-D views so the base output is not itself a view: adding the experts in place into it
+        # then needs no copy in backward (nn.Linear's backward does not need its own output).
+        flat = x.reshape(-1, self.in_features)
+        result = self.base_layer(flat)
         dtype = result.dtype
-        x2 = self.dropout(x).reshape(-1, self.in_features).to(dtype)
-        y2 = result.reshape(-1, self.out_features)
-        down = x2 @ self.lora_A.to(dtype).t()  # [T, N*r], or [T, r] with a shared A
+        down = self.dropout(flat).to(dtype) @ self.lora_A.to(dtype).t()  # [T, N*r], or [T, r] if shared
         if gates is not None:
             rank, experts = self.config.rank, self.config.num_experts
             g = gates.to(dtype).expand(*x.shape[:-1], experts).reshape(-1, experts, 1)
-            if self.config.shared_a:
-                down = (g * down.unsqueeze(1)).reshape(-1, experts * rank)
-            else:
-                down = (g * down.view(-1, experts, rank)).reshape(-1, experts * rank)
-        # In place into the base output: nn.Linear's backward does not need its own output.
-        return y2.addmm_(down, self.lora_B.to(dtype).t(), alpha=self.config.scaling).view(out_shape)
+            per_expert = down.unsqueeze(1) if self.config.shared_a else down.view(-1, experts, rank)
+            down = (g * per_expert).reshape(-1, experts * rank)
+        result.addmm_(down, self.lora_B.to(dtype).t(), alpha=self.config.scaling)
+        return result.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         c = self.config

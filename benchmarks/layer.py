@@ -1,0 +1,188 @@
+"""CPU timing of one adapted projection: CuMA's vectorised layer against its floor and alternatives.
+
+Compared side by side in one run (round-robin over implementations, median of repeats):
+  base       the frozen nn.Linear alone (the floor)
+  cuma       MixtureLoRALinear + its router on [hidden ; demographic], top-k, aux loss included
+  reference  reference-style layer: router on the concatenated [h ; d] input, then a Python loop over
+             top-k slots x experts with boolean-mask gather/scatter (kept here only, for comparison)
+  peft-lora  PEFT LoRA at the same rank (one expert, no router)
+Two units are timed: one projection with its router, and a q+v pair sharing one router per block
+(CuMA computes it once, the reference once per projection).
+bf16 means bf16 activations and bf16 base/reference/PEFT weights; the CuMA layer keeps float32 adapter
+parameters (its training set-up) and casts them to bf16 per call. Not a test: it prints numbers.
+
+    python benchmarks/layer.py [--quick] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from peft import LoraConfig
+from peft.tuners.lora import Linear as PeftLoraLinear
+from torch import nn
+
+from cuma.adapter import CuMAConfig, MixtureLoRALinear, Router, RoutingState
+
+HIDDEN, EXPERTS, TOP_K, DEMOGRAPHIC, ROUTER_HIDDEN = 2048, 8, 2, 384, 256
+
+
+class ReferenceLoopLoRA(nn.Module):
+    """The per-expert loop formulation the vectorised layer replaces (benchmark only)."""
+
+    def __init__(self, base: nn.Linear, rank: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.base = base
+        self.scaling = 2.0
+        factory = {"dtype": dtype}
+        self.lora_a = nn.ParameterList(
+            nn.Parameter(torch.randn(rank, HIDDEN, **factory) * 0.01) for _ in range(EXPERTS)
+        )
+        self.lora_b = nn.ParameterList(
+            nn.Parameter(torch.randn(HIDDEN, rank, **factory) * 0.01) for _ in range(EXPERTS)
+        )
+        self.router = nn.Sequential(
+            nn.Linear(HIDDEN + DEMOGRAPHIC, ROUTER_HIDDEN), nn.ReLU(), nn.Linear(ROUTER_HIDDEN, EXPERTS)
+        ).to(dtype)
+
+    def forward(self, x: torch.Tensor, demographic: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        d = demographic[:, None, :].expand(-1, x.shape[1], -1).to(x.dtype)
+        probs = self.router(torch.cat([x, d], dim=-1)).softmax(dim=-1)
+        values, index = probs.topk(TOP_K, dim=-1)
+        values = values.softmax(dim=-1)
+        lora_out = torch.zeros_like(out)
+        for slot in range(TOP_K):
+            for e in range(EXPERTS):
+                mask = index[..., slot] == e
+                if mask.any():
+                    delta = x[mask] @ self.lora_a[e].t() @ self.lora_b[e].t()
+                    lora_out[mask] += values[..., slot][mask].unsqueeze(-1) * self.scaling * delta
+        return out + lora_out
+
+
+def build(rank: int, dtype: torch.dtype, projections: int) -> dict[str, Callable]:
+    """Each implementation as ``f(x, d)``: ``projections`` adapted linears on the same input (q, v, ...)
+    sharing one router, outputs summed so one backward covers them all."""
+    torch.manual_seed(0)
+    bases = [nn.Linear(HIDDEN, HIDDEN).to(dtype).requires_grad_(False) for _ in range(projections)]
+
+    def copy_of(base: nn.Linear) -> nn.Linear:
+        clone = nn.Linear(HIDDEN, HIDDEN).to(dtype).requires_grad_(False)
+        clone.load_state_dict(base.state_dict())
+        return clone
+
+    config = CuMAConfig.from_preset("cuma", rank=rank, alpha=2 * rank, demographic_input_dim=DEMOGRAPHIC)
+    routers = nn.ModuleDict({"r": Router(config, HIDDEN)})
+    cuma = [MixtureLoRALinear(copy_of(base), config, f"proj{i}", "r") for i, base in enumerate(bases)]
+    for layer in cuma:
+        nn.init.normal_(layer.lora_B, std=0.01)
+    reference = [ReferenceLoopLoRA(copy_of(base), rank, dtype) for base in bases]
+    for layer in reference[1:]:
+        layer.router = reference[0].router  # shared, but recomputed by every projection as in the reference
+    peft_config = LoraConfig(r=rank, lora_alpha=2 * rank)
+    peft = [
+        PeftLoraLinear(copy_of(base), "default", config=peft_config, r=rank, lora_alpha=2 * rank)
+        for base in bases
+    ]
+
+    def run_cuma(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        state = RoutingState(routers, config, demographic=d)  # one per call: the router runs once
+        return sum(layer(x, routing=state) for layer in cuma)
+
+    return {
+        "base": lambda x, d: sum(base(x) for base in bases),
+        "cuma": run_cuma,
+        "reference": lambda x, d: sum(layer(x, d) for layer in reference),
+        "peft-lora": lambda x, d: sum(layer(x) for layer in peft),
+    }
+
+
+def time_once(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(impls: dict, x: torch.Tensor, d: torch.Tensor, repeats: int) -> dict[tuple[str, str], float]:
+    """Median seconds per (implementation, mode), round-robin so drift hits all implementations alike."""
+    grad = torch.randn_like(x)
+
+    def forward(fn: Callable) -> Callable[[], object]:
+        def run() -> None:
+            with torch.no_grad():
+                fn(x, d)
+
+        return run
+
+    def forward_backward(fn: Callable) -> Callable[[], object]:
+        def run() -> None:
+            x.grad = None
+            fn(x, d).backward(grad)
+
+        return run
+
+    jobs = {
+        (name, mode): make(fn)
+        for name, fn in impls.items()
+        for mode, make in (("fwd", forward), ("fwd+bwd", forward_backward))
+    }
+    for job in jobs.values():  # warm-up
+        job()
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in jobs}
+    for _ in range(repeats):
+        for key, job in jobs.items():
+            samples[key].append(time_once(job))
+    return {key: statistics.median(times) for key, times in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1024 tokens, r=8 only, 3 repeats")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sequences, length = (2, 512) if args.quick else (8, 1024)
+    ranks = (8,) if args.quick else (8, 64)
+    repeats = args.repeats or (3 if args.quick else 5)
+    print(
+        f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; in=out={HIDDEN}, N={EXPERTS}, "
+        f"k={TOP_K}, {sequences * length} tokens ({sequences}x{length}), median of {repeats}"
+    )
+    header = f"{'unit':<6} {'dtype':<5} {'r':>3} {'impl':<10} {'fwd ms':>9} {'fwd+bwd ms':>11} {'x base':>11}"
+    header += f" {'ref / impl':>11}"
+    print(header + "\n" + "-" * len(header))
+    summary = []
+    for projections, unit in ((1, "1 proj"), (2, "q+v")):
+        for dtype, label in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            for rank in ranks:
+                torch.manual_seed(1)
+                x = torch.randn(sequences, length, HIDDEN, dtype=dtype, requires_grad=True)
+                d = torch.randn(sequences, DEMOGRAPHIC)
+                t = measure(build(rank, dtype, projections), x, d, repeats)
+                for name in ("base", "cuma", "reference", "peft-lora"):
+                    fwd, both = t[(name, "fwd")], t[(name, "fwd+bwd")]
+                    vs_base = f"{fwd / t[('base', 'fwd')]:.2f}/{both / t[('base', 'fwd+bwd')]:.2f}"
+                    vs_ref = f"{t[('reference', 'fwd')] / fwd:.2f}/{t[('reference', 'fwd+bwd')] / both:.2f}"
+                    row = f"{unit:<6} {label:<5} {rank:>3} {name:<10} {fwd * 1e3:>9.1f} {both * 1e3:>11.1f}"
+                    print(f"{row} {vs_base:>11} {vs_ref:>11}", flush=True)
+                summary.append((unit, label, rank, t))
+    print(
+        "\nratios: fwd/fwd+bwd. Targets (fwd+bwd): cuma >= 3x faster than reference, <= 1.6x base at r=8 fp32"
+    )
+    for unit, label, rank, t in summary:
+        speedup = t[("reference", "fwd+bwd")] / t[("cuma", "fwd+bwd")]
+        overhead = t[("cuma", "fwd+bwd")] / t[("base", "fwd+bwd")]
+        print(f"{unit} {label} r={rank}: cuma {speedup:.2f}x faster than reference, {overhead:.2f}x the base")
+
+
+if __name__ == "__main__":
+    main()
