@@ -22,7 +22,8 @@ Preferences: `load_prism(path=None)` and `load_community_alignment(path=None)` (
 
 Model inputs: `attach_embeddings(examples, encoder)`; `SFTCollator(tokenizer)` (labels only on
     the answer tokens) and `PromptCollator(tokenizer)` (prompt up to the generation prompt, with
-    ``answer_positions`` and ``option_token_ids``); `letter_token_ids(tokenizer, letters)`.
+    ``answer_positions`` and ``option_token_ids``); `PreferenceCollator(tokenizer)` (DPO pairs);
+    `letter_token_ids(tokenizer, letters)`.
 
 Names are imported lazily so that ``import cuma.data`` stays light (no torch).
 """
@@ -65,6 +66,7 @@ _EXPORTS = {
     "attach_embeddings": "cuma.data.embeddings",
     "SFTCollator": "cuma.data.collate",
     "PromptCollator": "cuma.data.collate",
+    "PreferenceCollator": "cuma.data.collate",
     "letter_token_ids": "cuma.data.render",
     "render_training": "cuma.data.render",
     "render_prompt": "cuma.data.render",

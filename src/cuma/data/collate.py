@@ -1,6 +1,6 @@
 """Batch collators: padding, the answer-only label mask, and each row's demographic vector.
 
-Both collators take a list of examples (`SurveyExample`, `ChatExample`, or anything with
+`SFTCollator` and `PromptCollator` take a list of examples (`SurveyExample`, `ChatExample`, or anything with
 ``prompt_messages``, ``answer``, ``profile_text`` and ``embedding``) and return a dict whose
 tensors line up row by row, so the model always receives the embedding of the right row:
 
@@ -166,3 +166,42 @@ class PromptCollator(_Collator):
                 [ex.option_letters.index(ex.target_letter) for ex in examples], dtype=torch.long
             )
         return {**batch, **_embeddings(examples), "profile_texts": [ex.profile_text for ex in examples]}
+
+
+@dataclass
+class PreferenceCollator(_Collator):
+    """For DPO: renders each `PreferencePair` twice (chosen, rejected), labels only the response.
+
+    Returns ``chosen_input_ids``, ``chosen_attention_mask``, ``chosen_labels`` and the same for
+    ``rejected_``, plus ``demographic_embeds`` and ``profile_texts`` (one per pair).
+
+    Attributes:
+        tokenizer: a tokenizer with a chat template and a pad token.
+        padding_side: ``"right"`` or ``"left"``.
+        max_length: raise on longer rows.
+        include_end_of_turn: also label the template's end-of-turn tokens (default on: the
+            responses are generated text, and the model should learn where they stop).
+    """
+
+    padding_side: str = "right"
+    include_end_of_turn: bool = True
+
+    def __call__(self, pairs: Sequence[Any]) -> dict[str, Any]:
+        batch: dict[str, Any] = {}
+        for side in ("chosen", "rejected"):
+            ids, labels = [], []
+            for pair in pairs:
+                rendered = render_training(
+                    self.tokenizer,
+                    pair.prompt_messages,
+                    getattr(pair, side),
+                    include_end_of_turn=self.include_end_of_turn,
+                    where=_where(pair),
+                )
+                self.check_length(rendered.input_ids, pair)
+                ids.append(rendered.input_ids)
+                labels.append(rendered.labels)
+            batch[f"{side}_input_ids"] = _pad(ids, self.tokenizer.pad_token_id, self.padding_side)
+            batch[f"{side}_attention_mask"] = _pad([[1] * len(r) for r in ids], 0, self.padding_side)
+            batch[f"{side}_labels"] = _pad(labels, IGNORE_INDEX, self.padding_side)
+        return {**batch, **_embeddings(pairs), "profile_texts": [p.profile_text for p in pairs]}

@@ -72,7 +72,8 @@ def _order(ids: Iterable[str], seed: int) -> list[str]:
     return sorted(set(ids), key=lambda gid: (rank(gid), gid))
 
 
-def _cut(ids: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, frozenset[str]]:
+def assign_groups(ids: Iterable[str], fractions: Sequence[float], seed: int) -> dict[str, frozenset[str]]:
+    """Split name -> group ids: the distinct ``ids`` in seeded-hash order, cut at ``fractions``."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
     order = _order(ids, seed)
@@ -106,7 +107,7 @@ def random_split(
     seed: int = 0,
 ) -> Split[T]:
     """Random train/valid/test split of the groups named by ``key``; a split with fraction 0 may be empty."""
-    groups = _cut([str(getattr(item, key)) for item in items], fractions, seed)
+    groups = assign_groups([str(getattr(item, key)) for item in items], fractions, seed)
     required = [name for name, f in zip(SPLITS, fractions, strict=True) if f > 0]
     return _assemble(items, key, groups, f"a random split by {key}", required=required)
 
@@ -144,7 +145,9 @@ def held_out_profile_split(
         if not any(_matches(p, cell) for p in profile_of.values()):
             raise DataError("held-out cell matches no respondent", value=dict(cell))
     held = frozenset(gid for gid, p in profile_of.items() if any(_matches(p, cell) for cell in cells))
-    rest = _cut([gid for gid in profile_of if gid not in held], (1 - valid_fraction, valid_fraction, 0), seed)
+    rest = assign_groups(
+        [gid for gid in profile_of if gid not in held], (1 - valid_fraction, valid_fraction, 0), seed
+    )
     groups = {"train": rest["train"], "valid": rest["valid"], "test": held}
     required = ["train", "test"] + (["valid"] if valid_fraction > 0 else [])
     return _assemble(items, key, groups, "holding out the profile cells", required=required)
@@ -190,7 +193,7 @@ def held_out_question_split(
         raise DataError("held-out question not in the data", column="question_id", value=unknown[0])
     held = frozenset(questions)
     seen = frozenset(known - held)
-    groups = _cut([str(getattr(item, key)) for item in items], fractions, seed)
+    groups = assign_groups([str(getattr(item, key)) for item in items], fractions, seed)
     return _assemble(
         items, key, groups, "holding out questions", questions={"train": seen, "valid": seen, "test": held}
     )

@@ -1,0 +1,175 @@
+"""Preference data (PRISM, Community Alignment) as SFT rows, DPO pairs and choice sets.
+
+Loaders reduce each source to `Conversation`s of `Turn`s (a user prompt, the response the
+annotator chose and the ones they did not); `build_chat_data` turns those into examples that the
+collators and splits of `cuma.data` accept, all carrying the annotator's profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cuma.data.errors import DataError
+from cuma.data.examples import SurveyExample
+from cuma.data.profiles import Profile, ProfileTemplate
+from cuma.data.splits import SPLITS, Split, assign_groups
+from cuma.data.summary import LoadSummary
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """System prompts for chat data.
+
+    Attributes:
+        system: without a persona.
+        persona_system: with a persona (``{profile}``, ``{system}``); the reference puts
+            ``User Profile: ...`` in the system prompt for every method, hence the default.
+    """
+
+    system: str = "You are a helpful assistant."
+    persona_system: str = "User Profile: {profile}"
+
+    def system_prompt(self, profile_text: str, persona: bool) -> str:
+        if persona and profile_text:
+            return self.persona_system.format(profile=profile_text, system=self.system)
+        return self.system
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One exchange: the user's prompt, the chosen response and the other responses."""
+
+    prompt: str
+    chosen: str
+    rejected: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The usable turns of one conversation, in order, with its annotator."""
+
+    conversation_id: str
+    annotator_id: str
+    profile: Profile
+    turns: tuple[Turn, ...]
+
+
+@dataclass(frozen=True)
+class ChatExample:
+    """An SFT row: history (chosen responses only) + the user's prompt -> the chosen response."""
+
+    conversation_id: str
+    annotator_id: str
+    turn: int
+    profile: Profile
+    profile_text: str
+    prompt_messages: tuple[dict[str, str], ...]
+    answer: str
+    embedding: Any = None
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return [*self.prompt_messages, {"role": "assistant", "content": self.answer}]
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A DPO pair: same prompt (with the history so far), the chosen and one rejected response."""
+
+    conversation_id: str
+    annotator_id: str
+    turn: int
+    profile: Profile
+    profile_text: str
+    prompt_messages: tuple[dict[str, str], ...]
+    chosen: str
+    rejected: str
+    embedding: Any = None
+
+    @property
+    def answer(self) -> str:
+        """The chosen response, so SFT collators can train on it."""
+        return self.chosen
+
+
+@dataclass
+class ChatData:
+    """Everything one preference dataset yields.
+
+    Attributes:
+        name: dataset name.
+        sft: one `ChatExample` per usable turn.
+        dpo: one `PreferencePair` per (usable turn, rejected response).
+        choice: multiple-choice sets as `SurveyExample` (respondent = annotator, question =
+            conversation); Community Alignment's 4-way first-turn choice, empty for PRISM.
+        summary: what was read, kept and dropped, and why.
+    """
+
+    name: str
+    sft: list[ChatExample]
+    dpo: list[PreferencePair]
+    choice: list[SurveyExample] = field(default_factory=list)
+    summary: LoadSummary | None = None
+
+    def split(
+        self, by: str = "conversation", *, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+    ) -> dict[str, Split[Any]]:
+        """Train/valid/test of ``sft``, ``dpo`` and ``choice``, split by conversation or annotator.
+
+        One assignment of groups serves all three, so a conversation (or annotator) is on the same
+        side everywhere and nothing leaks from SFT or DPO training into the choice evaluation.
+        """
+        keys = {
+            "conversation": ("conversation_id", "question_id"),
+            "annotator": ("annotator_id", "respondent_id"),
+        }
+        if by not in keys:
+            raise ValueError(f"by must be 'conversation' or 'annotator', got {by!r}")
+        key, choice_key = keys[by]
+        ids = [getattr(x, key) for x in [*self.sft, *self.dpo]] + [
+            getattr(x, choice_key) for x in self.choice
+        ]
+        groups = assign_groups(ids, fractions, seed)
+        parts = {
+            "sft": Split([], [], [], key=key, groups=groups).apply(self.sft),
+            "dpo": Split([], [], [], key=key, groups=groups).apply(self.dpo),
+            "choice": Split([], [], [], key=choice_key, groups=groups).apply(self.choice),
+        }
+        for name, fraction in zip(SPLITS, fractions, strict=True):
+            if fraction > 0 and not parts["sft"][name]:
+                raise DataError(
+                    f"the {name} split of {self.name} is empty after splitting by {by}", value=len(ids)
+                )
+        return parts
+
+
+def build_chat_data(
+    name: str,
+    conversations: Sequence[Conversation],
+    template: ProfileTemplate,
+    fmt: ChatFormat,
+    persona: bool,
+    summary: LoadSummary,
+) -> ChatData:
+    """SFT rows (one per turn, history of chosen responses) and DPO pairs (one per rejected response)."""
+    sft, dpo = [], []
+    for conv in conversations:
+        text = template.render(conv.profile)
+        history: list[dict[str, str]] = [{"role": "system", "content": fmt.system_prompt(text, persona)}]
+        for i, turn in enumerate(conv.turns):
+            history.append({"role": "user", "content": turn.prompt})
+            prompt = tuple(dict(m) for m in history)
+            common = dict(
+                conversation_id=conv.conversation_id,
+                annotator_id=conv.annotator_id,
+                turn=i,
+                profile=conv.profile,
+                profile_text=text,
+                prompt_messages=prompt,
+            )
+            sft.append(ChatExample(**common, answer=turn.chosen))
+            dpo += [PreferencePair(**common, chosen=turn.chosen, rejected=r) for r in turn.rejected]
+            history.append({"role": "assistant", "content": turn.chosen})
+    return ChatData(name=name, sft=sft, dpo=dpo, summary=summary)
