@@ -102,6 +102,19 @@ def build_examples(
     return examples
 
 
+FRAME_COLUMNS = (
+    "respondent_id",
+    "question_id",
+    "target_code",
+    "target_letter",
+    "option_codes",
+    "option_letters",
+    "scale_min",
+    "scale_max",
+    "ordinal",
+)
+
+
 def group_fields(examples: Iterable[SurveyExample]) -> list[str]:
     """Profile field names present in ``examples``, in order of first appearance."""
     return list(dict.fromkeys(name for ex in examples for name in ex.profile))
@@ -114,6 +127,11 @@ def examples_frame(examples: Sequence[SurveyExample]) -> pd.DataFrame:
     option_letters, scale_min, scale_max, ordinal`` and the fields of `group_fields`.
     """
     fields = group_fields(examples)
+    clash = sorted(set(fields) & set(FRAME_COLUMNS))
+    if clash:
+        raise ValueError(
+            f"profile fields {clash} clash with the frame's own columns; rename them in the loader"
+        )
     return pd.DataFrame(
         {
             "respondent_id": [ex.respondent_id for ex in examples],
