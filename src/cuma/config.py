@@ -73,7 +73,9 @@ class EvalConfig:
     """Scoring and metrics."""
 
     batch_size: int = 32
-    padding_side: str = "left"
+    padding_side: str = "left"  # "left" or "right"; scoring gives the same numbers either way
+    precision: str = "fp32"  # "fp32", or "bf16" autocast (faster on CPUs and GPUs with bf16 units)
+    routing_tokens: str = "answer"  # routing topology from the "answer" position or the whole "prompt"
     few_shot: int = 3  # examples for the few-shot prompting baseline
     group_fields: list[str] | None = None  # None = every profile field of the dataset
     main_group: str | None = None  # for macro accuracy; None = the dataset's first profile field
