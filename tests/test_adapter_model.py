@@ -279,3 +279,22 @@ def test_every_preset_builds_on_both_families() -> None:
                 ids(), attention_mask=torch.ones(2, 6), demographic_embeds=torch.randn(2, DEMO)
             )
             assert out.logits.shape == (2, 6, 512) and out.aux_loss.dim() == 0
+
+
+def test_incremental_forward_with_a_cache_uses_the_newest_mask_columns() -> None:
+    model = adapted("cuma")
+    tokens, embeds, mask = ids(2, 8), torch.randn(2, DEMO), torch.ones(2, 8, dtype=torch.long)
+    full = model(tokens, attention_mask=mask, demographic_embeds=embeds)
+    prefix = model(tokens[:, :5], attention_mask=mask[:, :5], demographic_embeds=embeds, use_cache=True)
+    step = model(
+        tokens[:, 5:], attention_mask=mask, past_key_values=prefix.past_key_values, demographic_embeds=embeds
+    )
+    torch.testing.assert_close(step.logits, full.logits[:, 5:], rtol=1e-4, atol=1e-5)
+    assert step.aux_loss > 0
+
+
+def test_router_z_loss_adds_to_the_aux_loss() -> None:
+    tokens, embeds = ids(), torch.randn(2, DEMO)
+    plain = adapted("cuma")(tokens, demographic_embeds=embeds).aux_loss
+    with_z = adapted("cuma", router_z_loss_weight=0.1)(tokens, demographic_embeds=embeds).aux_loss
+    assert with_z > plain
