@@ -286,9 +286,7 @@ def test_incremental_forward_with_a_cache_uses_the_newest_mask_columns() -> None
     tokens, embeds, mask = ids(2, 8), torch.randn(2, DEMO), torch.ones(2, 8, dtype=torch.long)
     full = model(tokens, attention_mask=mask, demographic_embeds=embeds)
     prefix = model(tokens[:, :5], attention_mask=mask[:, :5], demographic_embeds=embeds, use_cache=True)
-    step = model(
-        tokens[:, 5:], attention_mask=mask, past_key_values=prefix.past_key_values, demographic_embeds=embeds
-    )
+    step = model(tokens[:, 5:], attention_mask=mask, cache=prefix.cache, demographic_embeds=embeds)
     torch.testing.assert_close(step.logits, full.logits[:, 5:], rtol=1e-4, atol=1e-5)
     assert step.aux_loss > 0
 
