@@ -189,8 +189,10 @@ class _Loop:
         last_saved: Path | None = None
         self.model.train()
         while self.global_step < plan.total_steps:
-            sampler.set_epoch(epoch)
             batches = acc.skip_first_batches(loader, skip) if skip else loader
+            # accelerate keeps its own epoch counter per loader (a skipping loader starts at 0): set both.
+            batches.set_epoch(epoch)
+            sampler.set_epoch(epoch)
             consumed = skip
             for micro in _chunks(batches, self.config.grad_accum):
                 logs = self._step(micro, first_index=consumed)
