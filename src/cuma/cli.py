@@ -7,6 +7,7 @@ from importlib import import_module
 
 # sub-command -> (module with `configure(parser)`, one-line help)
 COMMANDS = {
+    "compare": ("cuma.compare.cli", "train and evaluate methods on a survey and write a comparison report"),
     "data": ("cuma.data.cli", "list, show and export the survey and preference datasets"),
     "demo": ("cuma.demo", "build a real model with a CuMA adapter and show its parameters and routing"),
 }

@@ -1,0 +1,17 @@
+"""The comparison experiment: train and score methods on a survey, then write a report directory.
+
+`run_comparison(config, quick=False, resume=False) -> Path` runs it (``cuma compare`` on the command
+line); `cuma.compare.report` writes results.json, results.csv, report.md and report.html.
+"""
+
+from importlib import import_module
+from typing import Any
+
+__all__ = ["run_comparison"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that building the `cuma` command line does not import torch.
+    if name == "run_comparison":
+        return import_module("cuma.compare.run").run_comparison
+    raise AttributeError(f"module 'cuma.compare' has no attribute {name!r}")

@@ -1,0 +1,42 @@
+"""``cuma compare``: train and evaluate a list of methods on one survey and write a report directory.
+
+Without ``--config`` it runs the built-in main job (``cuma/configs/compare-default.yaml``): SmolLM2-135M-
+Instruct with the MiniLM encoder on gss-spending-2018, sized to finish within 20 minutes on 2 CPU cores.
+Overrides follow the options as dotted ``section.field=value`` pairs, e.g. ``train.max_steps=20``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "compare-default.yaml"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help=f"experiment YAML (default: {DEFAULT_CONFIG.name}, the main job)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="same pipeline on a tiny random model and a small sample, into <output_dir>-quick (seconds)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue training from checkpoints left in output_dir"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> None:
+    from cuma.compare.report import markdown_table
+    from cuma.compare.run import run_comparison
+    from cuma.config import ExperimentConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    config = ExperimentConfig.from_yaml(args.config or DEFAULT_CONFIG, args.overrides)
+    out = run_comparison(config, quick=args.quick, resume=args.resume)
+    print("\n".join(markdown_table(out / "results.json")))
+    print(f"\nreport: {out / 'report.md'} and {out / 'report.html'}")

@@ -1,0 +1,132 @@
+"""The comparison's data: one survey split by respondent into train / valid / test and held-out profile cells.
+
+Respondents of the held-out cells are removed first and never trained on; the rest are split at random
+(``data.valid_fraction``, ``data.test_fraction``). Each split is then sampled to ``data.n_*`` examples,
+stratified by question. The split and the samples depend on ``data.seed`` only, so every method and
+every training seed sees the same examples.
+
+``data.heldout_cells`` maps fields to values; the cells are every combination of them, e.g.
+``{race: [black], gender: [female]}`` holds out black women, ``{race: [black, other], gender: [female]}``
+two cells.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cuma.config import DataConfig
+from cuma.data.embeddings import attach_embeddings
+from cuma.data.examples import SurveyExample, build_examples
+from cuma.data.registry import load
+from cuma.data.splits import held_out_profile_split, random_split, sample_stratified
+from cuma.data.survey import Survey
+
+SPLITS = ("train", "test", "heldout")
+
+
+@dataclass
+class ComparisonData:
+    """Sampled examples per split (with the profile in the prompt) and their persona-free twins.
+
+    Attributes:
+        survey: the loaded survey.
+        splits: "train", "test", "heldout" -> examples whose system prompt carries the profile.
+        twins: the same examples with the generic system prompt, keyed by (respondent, question).
+        respondents: split name -> respondents available before sampling (valid included).
+        cells: the held-out cells, each a field -> value mapping (empty: no zero-shot split).
+    """
+
+    survey: Survey
+    splits: dict[str, list[SurveyExample]]
+    twins: dict[tuple[str, str], SurveyExample]
+    respondents: dict[str, int]
+    cells: list[dict[str, str]]
+
+    def examples(self, split: str, persona: bool) -> list[SurveyExample]:
+        """A split's examples, with or without the profile in the system prompt."""
+        rows = self.splits[split]
+        return rows if persona else [self.twins[ex.respondent_id, ex.question_id] for ex in rows]
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(rows) for name, rows in self.splits.items()}
+
+    def with_embeddings(self, encoder: Any) -> ComparisonData:
+        """Copies of every example carrying its profile's encoder vector (each profile encoded once)."""
+        keys = [(name, i) for name, rows in self.splits.items() for i in range(len(rows))]
+        rows = [self.splits[name][i] for name, i in keys] + list(self.twins.values())
+        done = attach_embeddings(rows, encoder)
+        splits: dict[str, list[SurveyExample]] = {name: [] for name in self.splits}
+        for (name, _), ex in zip(keys, done, strict=False):
+            splits[name].append(ex)
+        twins = dict(zip(self.twins, done[len(keys) :], strict=True))
+        return dataclasses.replace(self, splits=splits, twins=twins)
+
+
+def load_survey(dataset: str) -> Survey:
+    """A built-in survey name, a survey spec ``.yaml`` or a prepared WorldValuesBench directory."""
+    path = Path(dataset)
+    data = load("worldvaluesbench", path) if path.is_dir() else load(dataset)
+    if not isinstance(data, Survey):
+        raise ValueError(f"data.dataset={dataset!r} is not a survey; compare scores multiple-choice surveys")
+    return data
+
+
+def heldout_cells(config: DataConfig) -> list[dict[str, str]]:
+    """Every combination of the configured held-out values (see the module docstring)."""
+    fields = list(config.heldout_cells)
+    for name, values in config.heldout_cells.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"data.heldout_cells.{name} must be a non-empty list of values, got {values!r}")
+    combos = itertools.product(*(config.heldout_cells[name] for name in fields))
+    return [dict(zip(fields, (str(v) for v in combo), strict=True)) for combo in combos]
+
+
+def prepare_data(config: DataConfig) -> ComparisonData:
+    survey = load_survey(config.dataset)
+    with_persona = build_examples(survey, persona=True)
+    cells = heldout_cells(config)
+    if cells:
+        held = held_out_profile_split(with_persona, cells, valid_fraction=0.0, seed=config.seed)
+        pool, heldout = held.train, held.test
+    else:
+        pool, heldout = with_persona, []
+    train_fraction = 1.0 - config.valid_fraction - config.test_fraction
+    if train_fraction <= 0:
+        raise ValueError(
+            f"data.valid_fraction={config.valid_fraction} + data.test_fraction={config.test_fraction} "
+            "leave nothing to train on"
+        )
+    split = random_split(
+        pool, fractions=(train_fraction, config.valid_fraction, config.test_fraction), seed=config.seed
+    )
+    splits = {
+        "train": _sample(split.train, config.n_train, config.seed, "train"),
+        "test": _sample(split.test, config.n_test, config.seed, "test"),
+        "heldout": _sample(heldout, config.n_heldout, config.seed, "heldout"),
+    }
+    wanted = {(ex.respondent_id, ex.question_id) for rows in splits.values() for ex in rows}
+    twins = {
+        key: ex
+        for ex in build_examples(survey, persona=False)
+        if (key := (ex.respondent_id, ex.question_id)) in wanted
+    }
+    respondents = {
+        "train": len(split.groups["train"]),
+        "valid": len(split.groups["valid"]),
+        "test": len(split.groups["test"]),
+        "heldout": len({ex.respondent_id for ex in heldout}),
+    }
+    return ComparisonData(survey, splits, twins, respondents, cells)
+
+
+def _sample(rows: Sequence[SurveyExample], n: int | None, seed: int, name: str) -> list[SurveyExample]:
+    if n is None or not rows:
+        return list(rows)
+    if n > len(rows):
+        raise ValueError(f"data.n_{name}={n} is more than the {len(rows)} {name} examples available")
+    return sample_stratified(rows, n, seed=seed, name=f"{name} examples")

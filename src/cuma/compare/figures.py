@@ -1,0 +1,109 @@
+"""The report's figures from the first seed's predictions and routing, and the topology numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cuma.compare import plots
+from cuma.evaluation.topology import RoutingCollector, expert_usage, group_projection, usage_matrix
+from cuma.metrics import THRESHOLDS, argmax_emd, emd_coverage, entropy_table, group_accuracy_table
+
+SPLIT_NAMES = {"test": "random test split", "heldout": "held-out profile cells"}
+MIN_GROUP_ANSWERS = 5
+"""Smallest group (in answers) drawn in the per-group and routing figures, as in sigma-inequity."""
+
+
+@dataclass
+class RoutingTrace:
+    """Routing vectors of every scored row (test, then held-out) and the rows' groups.
+
+    Attributes:
+        vectors: layer -> [rows, experts].
+        groups: one row per scored row: the profile fields and ``split`` (which split it came from).
+    """
+
+    vectors: dict[str, np.ndarray]
+    groups: pd.DataFrame
+
+    @classmethod
+    def from_collectors(
+        cls,
+        collectors: Mapping[str, RoutingCollector | None],
+        predictions: Mapping[str, pd.DataFrame],
+        fields: list[str],
+    ) -> RoutingTrace:
+        parts: dict[str, list[np.ndarray]] = {}
+        frames = []
+        for split, collector in collectors.items():
+            if collector is None:
+                continue
+            for layer, matrix in collector.vectors().items():
+                parts.setdefault(layer, []).append(matrix)
+            frames.append(predictions[split][fields].assign(split=SPLIT_NAMES[split]))
+        return cls(
+            {layer: np.concatenate(m) for layer, m in parts.items()}, pd.concat(frames, ignore_index=True)
+        )
+
+
+def make_figures(
+    out: Path,
+    predictions: Mapping[str, Mapping[str, pd.DataFrame]],
+    routing: Mapping[str, RoutingTrace],
+    main_group: str,
+    seed: int,
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """Write every figure under ``out/figures``; return (title, file) entries and topology numbers."""
+    folder = out / "figures"
+    figures = []
+
+    def add(title: str, path: Path) -> None:
+        figures.append({"title": title, "file": str(path.relative_to(out))})
+
+    for split, label in SPLIT_NAMES.items():
+        curves = {
+            method: (THRESHOLDS, emd_coverage(argmax_emd(preds[split])))
+            for method, preds in predictions.items()
+            if split in preds
+        }
+        if curves:
+            title = f"Share of questions with argmax EMD ≤ t, {label} (seed {seed})"
+            add(title, plots.emd_curves(curves, folder / f"emd-curves-{split}.png", title))
+    tables = []
+    for method, preds in predictions.items():
+        table = group_accuracy_table(preds["test"], [main_group])
+        tables.append(table[table["n"] >= MIN_GROUP_ANSWERS].assign(method=method))
+    title = f"Accuracy by {main_group}, random test split (argmax, seed {seed})"
+    add(
+        title,
+        plots.group_accuracy(pd.concat(tables, ignore_index=True), folder / "group-accuracy.png", title),
+    )
+    title = f"Prediction entropy vs human entropy per question, random test split (seed {seed})"
+    entropies = {method: entropy_table(preds["test"]) for method, preds in predictions.items()}
+    add(title, plots.entropy_scatter(entropies, folder / "entropy.png", title))
+
+    topology = {}
+    for method, trace in routing.items():
+        usage = expert_usage(trace.vectors, trace.groups)
+        matrix = usage_matrix(usage, min_count=MIN_GROUP_ANSWERS)
+        projection = group_projection(trace.vectors, trace.groups, min_count=MIN_GROUP_ANSWERS)
+        title = (
+            f"{method}: mean routing weight per group and expert, averaged over {len(trace.vectors)} routers"
+        )
+        add(title, plots.routing_heatmap(matrix, folder / f"routing-heatmap-{method}.png", title))
+        title = f"{method}: groups by mean routing vector (PCA over all routers)"
+        add(title, plots.routing_projection(projection, folder / f"routing-projection-{method}.png", title))
+        usage.to_csv(out / f"routing-usage-{method}.csv", index=False)
+        topology[method] = {
+            "routers": list(trace.vectors),
+            "experts": int(matrix.shape[1]),
+            "mean_weight": {label: [float(w) for w in row] for label, row in matrix.iterrows()},
+            "projection": projection.to_dict(orient="records"),
+            "explained_variance": projection.attrs["explained"],
+        }
+    return figures, topology

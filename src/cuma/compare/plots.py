@@ -1,0 +1,95 @@
+"""The comparison report's figures, drawn with matplotlib's Agg backend (no display needed) as PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # the backend must be chosen first
+import numpy as np
+import pandas as pd
+
+DPI = 110
+
+
+def emd_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+    """Share of questions with argmax EMD <= t against t, one line per method (higher is better)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, (thresholds, coverage) in curves.items():
+        ax.plot(thresholds, coverage, marker="o", markersize=3, label=method)
+    ax.set(xlabel="EMD threshold t", ylabel="share of questions with EMD ≤ t", title=title, ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def group_accuracy(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """Grouped bars: accuracy per group (x) and method (bar); ``table`` has method, group, n, accuracy."""
+    methods = list(dict.fromkeys(table["method"]))
+    groups = list(dict.fromkeys(table["group"]))
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) * max(1, len(methods) / 3)), 4))
+    pivot = table.pivot_table(index="group", columns="method", values="accuracy", sort=False)
+    x = np.arange(len(groups))
+    for i, method in enumerate(methods):
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, pivot.loc[groups, method], width, label=method)
+    counts = table.drop_duplicates("group").set_index("group")["n"]
+    ax.set_xticks(x, [f"{g}\n(n={counts[g]})" for g in groups], fontsize=7)
+    ax.set(ylabel="accuracy (argmax)", title=title, ylim=(0, 1))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=min(len(methods), 4))
+    return _save(fig, path)
+
+
+def entropy_scatter(tables: Mapping[str, pd.DataFrame], path: Path, title: str) -> Path:
+    """Per question, entropy of the argmax answers across respondents vs the humans' answer entropy.
+
+    Points under the diagonal answer more uniformly than people do: the signature of mean collapse.
+    """
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = 0.0
+    for method, table in tables.items():
+        ax.scatter(table["human_entropy"], table["pred_entropy"], s=14, alpha=0.7, label=method)
+        top = max(top, float(table[["human_entropy", "pred_entropy"]].to_numpy().max()))
+    ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1)
+    ax.set(xlabel="human answer entropy (bits)", ylabel="prediction entropy (bits, argmax)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def routing_heatmap(matrix: pd.DataFrame, path: Path, title: str) -> Path:
+    """Groups x experts mean routing weight."""
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * matrix.shape[1] + 3), max(3, 0.28 * matrix.shape[0] + 1)))
+    image = ax.imshow(matrix.to_numpy(), aspect="auto", cmap="viridis")
+    ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns])
+    ax.set_yticks(range(matrix.shape[0]), [str(i) for i in matrix.index], fontsize=7)
+    ax.set(xlabel="expert", title=title)
+    fig.colorbar(image, ax=ax, label="mean routing weight")
+    return _save(fig, path)
+
+
+def routing_projection(projection: pd.DataFrame, path: Path, title: str) -> Path:
+    """Groups placed by the first two principal components of their mean routing vectors."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for field, part in projection.groupby("field", sort=False):
+        ax.scatter(part["pc1"], part["pc2"], s=20 + 80 * part["n"] / projection["n"].max(), label=field)
+        for _, row in part.iterrows():
+            ax.annotate(str(row["group"]), (row["pc1"], row["pc2"]), fontsize=6, alpha=0.8)
+    explained = projection.attrs.get("explained", [float("nan")] * 2)
+    ax.set(xlabel=f"PC1 ({explained[0]:.0%})", ylabel=f"PC2 ({explained[1]:.0%})", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, title="field")
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
