@@ -1,0 +1,61 @@
+"""Checkpoints are atomic: a save that fails half-way leaves the previous checkpoint as it was."""
+
+import errno
+import json
+
+import pytest
+
+from cuma.train import checkpoint, list_checkpoints
+from train_toys import run, toy_config
+
+
+def snapshot(directory):
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    config = toy_config(save_every=2)
+    root = tmp_path / "checkpoints"
+    before = {}
+    real_save_file = checkpoint.save_file
+
+    def disk_full_at_step_4(tensors, filename, *args, **kwargs):
+        if "step-00000004" in str(filename):
+            raise OSError(errno.ENOSPC, "No space left on device", filename)
+        return real_save_file(tensors, filename, *args, **kwargs)
+
+    def remember_step_2(step, logs):
+        if step == 2:
+            before.update(snapshot(root / "step-00000002"))
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full_at_step_4)
+    with pytest.raises(OSError, match="No space left"):
+        run("cuma", config, tmp_path, on_step=remember_step_2)
+
+    assert [p.name for p in root.iterdir()] == ["step-00000002"]  # no step 4, no temp debris
+    assert snapshot(root / "step-00000002") == before
+    monkeypatch.setattr(checkpoint, "save_file", real_save_file)
+    _, result = run("cuma", config, tmp_path, resume=True)
+    assert result.global_step == 6
+    assert len(result.history) == 4  # resumed after step 2
+
+
+def test_interrupted_temp_dirs_are_not_checkpoints(tmp_path):
+    run("lora", toy_config(max_steps=2, save_every=1, keep_checkpoints=None), tmp_path)
+    root = tmp_path / "checkpoints"
+    (root / ".tmp-step-00000003").mkdir()
+    (root / "step-00000009").mkdir()  # no trainer_state.json: incomplete
+    assert [p.name for p in list_checkpoints(root)] == ["step-00000001", "step-00000002"]
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    run("lora", toy_config(save_every=1, keep_checkpoints=2), tmp_path)
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000005", "step-00000006"]
+
+
+def test_checkpoint_holds_data_position_and_scheduler(tmp_path):
+    run("lora", toy_config(save_every=4, keep_checkpoints=None), tmp_path)
+    state = json.loads((tmp_path / "checkpoints" / "step-00000004" / checkpoint.STATE_FILE).read_text())
+    # 5 micro-batches per epoch in groups of 2, 2, 1: step 4 is the first step of epoch 1.
+    assert state["position"] == {"global_step": 4, "epoch": 1, "batch_in_epoch": 2}
+    assert state["scheduler"]["last_epoch"] == 4
