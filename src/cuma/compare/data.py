@@ -78,6 +78,8 @@ def load_survey(dataset: str) -> Survey:
 
 def heldout_cells(config: DataConfig) -> list[dict[str, str]]:
     """Every combination of the configured held-out values (see the module docstring)."""
+    if not config.heldout_cells:
+        return []
     fields = list(config.heldout_cells)
     for name, values in config.heldout_cells.items():
         if not isinstance(values, list) or not values:

@@ -29,11 +29,12 @@ class Column:
     key: str
     header: str
     digits: int = 3
+    spread: bool = True  # show ``± std`` over seeds (not for counts fixed by the config)
 
 
 TABLE_COLUMNS = (
-    Column("trainable_params", "Trainable params", 0),
-    Column("trainable_pct", "% of base", 3),
+    Column("trainable_params", "Trainable params", 0, spread=False),
+    Column("trainable_pct", "% of base", 3, spread=False),
     Column("test.accuracy", "Accuracy ↑ (argmax)"),
     Column("test.macro_f1", "Macro-F1 ↑ (argmax)"),
     Column("test.wvb_argmax_emd_mean", "EMD mean ↓ (argmax)"),
@@ -80,16 +81,19 @@ def build_table(aggregated: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     rows = []
     for method, entry in aggregated.items():
         rows.append(
-            [method, *(format_cell(entry["stats"].get(col.key), col.digits) for col in TABLE_COLUMNS)]
+            [
+                method,
+                *(format_cell(entry["stats"].get(col.key), col.digits, col.spread) for col in TABLE_COLUMNS),
+            ]
         )
     return {"columns": ["Method", *(col.header for col in TABLE_COLUMNS)], "rows": rows}
 
 
-def format_cell(stat: Mapping[str, float | None] | None, digits: int) -> str:
+def format_cell(stat: Mapping[str, float | None] | None, digits: int, spread: bool = True) -> str:
     if stat is None or stat["mean"] is None:
         return "—"
     text = f"{stat['mean']:,.{digits}f}"
-    if stat.get("std") is not None:
+    if spread and stat.get("std") is not None:
         text += f" ± {stat['std']:,.{digits}f}"
     return text
 

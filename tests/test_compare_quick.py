@@ -1,0 +1,123 @@
+"""End to end: `cuma compare --quick` writes a full report whose table is the numbers in results.json."""
+
+from __future__ import annotations
+
+import json
+from itertools import takewhile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cuma.cli import main
+from cuma.compare.cli import DEFAULT_CONFIG
+from cuma.compare.quick import quick_config
+from cuma.compare.report import TABLE_COLUMNS
+from cuma.compare.run import run_comparison
+from cuma.config import ExperimentConfig
+
+LLM_METHODS = ["base", "persona", "lora", "cuma"]
+REFERENCES = ["logistic", "majority", "cell-majority"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("compare") / "run"
+    main(["compare", "--quick", f"output_dir={out}"])
+    return Path(f"{out}-quick")
+
+
+@pytest.fixture(scope="module")
+def results(report) -> dict:
+    return json.loads((report / "results.json").read_text())
+
+
+def markdown_table(text: str) -> list[list[str]]:
+    """Rows of the first Markdown table in ``text`` (header first, separator dropped)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    block = list(takewhile(lambda line: line.startswith("|"), lines[start:]))
+    return [[cell.strip() for cell in line.strip("|").split("|")] for i, line in enumerate(block) if i != 1]
+
+
+def number(cell: str) -> float | None:
+    return None if cell == "—" else float(cell.split(" ± ")[0].replace(",", ""))
+
+
+def test_report_files_exist(report, results):
+    for name in ("results.json", "results.csv", "report.md", "report.html", "routing-usage-cuma.csv"):
+        assert (report / name).is_file(), name
+    assert results["figures"]
+    for figure in results["figures"]:
+        assert (report / figure["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    titles = " ".join(f["title"] for f in results["figures"])
+    assert "EMD" in titles and "entropy" in titles and "cuma: mean routing weight" in titles
+    for method in LLM_METHODS + REFERENCES:
+        for split in ("test", "heldout"):
+            assert (report / "predictions" / f"{method}-seed42-{split}.parquet").is_file()
+
+
+def test_every_method_and_reference_is_scored_on_both_splits(results):
+    assert [run["method"] for run in results["runs"]] == LLM_METHODS + REFERENCES
+    sizes = results["data"]["sizes"]
+    for run in results["runs"]:
+        assert run["metrics"]["test"]["n_answers"] == sizes["test"]
+        assert run["metrics"]["heldout"]["n_answers"] == sizes["heldout"]
+    params = {run["method"]: run["trainable_params"] for run in results["runs"]}
+    assert params["base"] == params["persona"] == 0 and params["lora"] > 0 and params["cuma"] > 0
+    assert results["topology"]["cuma"]["experts"] == 8
+    assert set(results["timings"]) >= {"load and split data", "cuma seed 42: train", "total"}
+
+
+def test_markdown_table_matches_results_json(report, results):
+    rows = markdown_table((report / "report.md").read_text())
+    assert rows[0] == results["table"]["columns"]
+    assert rows[1:] == results["table"]["rows"]
+    runs = {run["method"]: run for run in results["runs"]}
+    for row in rows[1:]:
+        run = runs[row[0]]
+        for column, cell in zip(TABLE_COLUMNS, row[1:], strict=True):
+            split, _, key = column.key.rpartition(".")
+            value = run["metrics"][split].get(key) if split else run[key]
+            if value is None:
+                assert cell == "—", (row[0], column.key)
+            else:
+                assert number(cell) == pytest.approx(value, abs=0.6 * 10**-column.digits), (
+                    row[0],
+                    column.key,
+                )
+
+
+def test_csv_and_html_carry_the_same_table(report, results):
+    csv = pd.read_csv(report / "results.csv").set_index("method")
+    for method, entry in results["aggregate"].items():
+        accuracy = entry["stats"]["test.accuracy"]["mean"]
+        assert csv.loc[method, "test.accuracy_mean"] == pytest.approx(accuracy)
+    page = (report / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(results["figures"])
+    assert "src='figures/" not in page  # self-contained
+    for cell in results["table"]["rows"][0]:
+        assert cell in page
+
+
+def test_held_out_cells_are_only_in_the_zero_shot_split(report):
+    predictions = report / "predictions"
+    heldout = pd.read_parquet(predictions / "persona-seed42-heldout.parquet")
+    test = pd.read_parquet(predictions / "persona-seed42-test.parquet")
+    assert ((heldout["race"] == "black") & (heldout["gender"] == "female")).all()
+    assert not ((test["race"] == "black") & (test["gender"] == "female")).any()
+    assert not set(heldout["respondent_id"]) & set(test["respondent_id"])
+
+
+def test_training_changes_the_predictions(report):
+    predictions = report / "predictions"
+    persona = pd.read_parquet(predictions / "persona-seed42-test.parquet")
+    lora = pd.read_parquet(predictions / "lora-seed42-test.parquet")
+    assert (persona["respondent_id"] == lora["respondent_id"]).all()
+    assert max(abs(a - b).max() for a, b in zip(persona["probs"], lora["probs"], strict=True)) > 1e-4
+
+
+def test_leftover_checkpoints_stop_a_new_run_before_any_work(report):
+    config = ExperimentConfig.from_yaml(DEFAULT_CONFIG, [f"output_dir={str(report)[: -len('-quick')]}"])
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        run_comparison(quick_config(config), quick=False)
