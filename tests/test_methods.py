@@ -1,0 +1,154 @@
+"""The method registry: names, what each method sees, building, one training step each, save/load."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from cuma.config import ExperimentConfig
+from cuma.few_shot import add_few_shot
+from cuma.methods import METHODS, build_method, check_methods, load_trained, persona_in_prompt
+from cuma.tiny import tiny_model
+from train_toys import run, toy_collate, toy_config, toy_method, toy_rows, weights
+
+TRAINABLE = [name for name, spec in METHODS.items() if spec.trainable]
+PROMPTING = [name for name, spec in METHODS.items() if spec.kind == "prompt"]
+
+
+def toy_batch():
+    batch = toy_collate(toy_rows(3))
+    return batch["input_ids"], batch["attention_mask"], batch["demographic_embeds"]
+
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown method 'lorra'.*cuma.*no-demographic"):
+        check_methods(["cuma", "lorra"])
+    with pytest.raises(ValueError, match="unknown method 'lorra'"):
+        build_method("lorra", tiny_model(), ExperimentConfig())
+
+
+def test_overrides_for_an_unknown_method_are_an_error():
+    with pytest.raises(ValueError, match=r"adapter_overrides\.kuma"):
+        check_methods(["cuma"], ExperimentConfig(adapter_overrides={"kuma": {"rank": 4}}))
+
+
+def test_who_sees_the_persona():
+    on = ExperimentConfig()
+    off = dataclasses.replace(on, data=dataclasses.replace(on.data, persona_in_prompt=False))
+    assert not persona_in_prompt("base", on) and persona_in_prompt("persona", off)
+    assert persona_in_prompt("few-shot", off)
+    for name in TRAINABLE:
+        assert persona_in_prompt(name, on) and not persona_in_prompt(name, off)
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_each_trainable_method_takes_a_training_step(tmp_path, name):
+    config = toy_config(max_steps=1)
+    fresh = toy_method(name, config)
+    prepared, result = run(name, config, tmp_path)
+    assert prepared.trainable and result.global_step == 1
+    before, after = weights(fresh), weights(prepared)
+    assert any(not torch.equal(before[key], after[key]) for key in before)
+    out = prepared(*toy_batch())
+    assert out.logits.shape[:2] == toy_batch()[0].shape and out.aux_loss.ndim == 0
+    report = prepared.parameter_report()
+    assert report.trainable == sum(p.numel() for p in prepared.trainable_parameters().values()) > 0
+
+
+def test_only_full_fine_tuning_changes_base_weights(tmp_path):
+    base_before = tiny_model().state_dict()
+    for name in ("lora", "prefix", "full"):
+        prepared, _ = run(name, toy_config(max_steps=1), tmp_path / name)
+        embed = next(v for k, v in prepared.named_parameters() if k.endswith("embed_tokens.weight"))
+        assert torch.equal(embed, base_before["model.embed_tokens.weight"]) == (name != "full")
+
+
+@pytest.mark.parametrize("name", PROMPTING)
+def test_prompting_methods_are_frozen_base_models(name):
+    prepared = build_method(name, tiny_model(), ExperimentConfig())
+    assert not prepared.trainable and not prepared.trainable_parameters() and not prepared.parameter_groups()
+    assert float(prepared(*toy_batch()).aux_loss) == 0.0
+
+
+def test_reference_methods_are_not_built_here():
+    with pytest.raises(ValueError, match="non-LLM reference"):
+        build_method("logistic", tiny_model(), ExperimentConfig())
+
+
+def test_demographic_routing_needs_the_encoder_size():
+    with pytest.raises(ValueError, match="pass encoder_dim"):
+        build_method("cuma", tiny_model(), ExperimentConfig())
+    config = ExperimentConfig(adapter_overrides={"cuma": {"demographic_input_dim": 8}})
+    with pytest.raises(ValueError, match="does not match the encoder's output size 16"):
+        build_method("cuma", tiny_model(), config, encoder_dim=16)
+
+
+def test_no_demographic_really_ignores_the_profile():
+    ids, mask, embeds = toy_batch()
+    for name, reads in (("no-demographic", False), ("cuma", True), ("demographic-only", True)):
+        prepared = toy_method(name, toy_config({name: {"router_layers": 1}}))
+        assert prepared.uses_demographics == reads
+        torch.nn.init.normal_(next(p for k, p in prepared.named_parameters() if "lora_B" in k), std=1.0)
+        a = prepared(ids, mask, embeds).logits
+        b = prepared(ids, mask, embeds.flip(0)).logits
+        assert torch.equal(a, b) != reads
+
+
+def test_adapter_overrides_and_seeded_initialisation():
+    config = toy_config({"cuma": {"rank": 4}}, seed=5)
+    first, again = toy_method("cuma", config), toy_method("cuma", config)
+    other = toy_method("cuma", toy_config({"cuma": {"rank": 4}}, seed=6))
+    assert first.adapter_config.rank == 4
+    a, b, c = weights(first), weights(again), weights(other)
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(ValueError, match="has no adapter to configure"):
+        build_method("persona", tiny_model(), ExperimentConfig(adapter_overrides={"persona": {"rank": 4}}))
+
+
+@pytest.mark.parametrize("name", ["cuma", "prefix", "full"])
+def test_saved_method_loads_on_a_fresh_base(tmp_path, name):
+    config = toy_config(max_steps=2)
+    trained, _ = run(name, config, tmp_path)
+    trained.save(tmp_path / "saved")
+    loaded = load_trained(tmp_path / "saved", tiny_model(), config)
+    assert loaded.name == name
+    with torch.no_grad():
+        assert torch.equal(trained(*toy_batch()).logits, loaded(*toy_batch()).logits)
+
+
+def test_saved_weights_refuse_another_base(tmp_path):
+    trained = toy_method("lora", toy_config())
+    trained.save(tmp_path)
+    with pytest.raises(ValueError, match="written for base"):
+        load_trained(tmp_path, tiny_model("qwen3"), toy_config())
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    respondent_id: str
+    question_id: str
+    profile: dict
+    prompt_messages: tuple
+    answer: str
+
+
+def example(rid, qid, country, answer="A"):
+    messages = ({"role": "system", "content": f"You live in {country}."}, {"role": "user", "content": qid})
+    return Example(rid, qid, {"country": country}, messages, answer)
+
+
+def test_few_shot_draws_answered_questions_of_the_same_group():
+    pool = [example(f"n{i}", f"q{i}", "NO", "B") for i in range(4)] + [
+        example(f"s{i}", f"q{i}", "SE", "C") for i in range(4)
+    ]
+    query = example("n0", "q9", "NO")
+    shot = add_few_shot([query], pool, k=2, group_field="country", seed=1)[0]
+    messages = shot.prompt_messages
+    assert messages[0] == query.prompt_messages[0] and messages[-1] == query.prompt_messages[-1]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert all(m["content"] == "B" for m in messages if m["role"] == "assistant")
+    assert "q0" not in {m["content"] for m in messages}  # the query respondent's own answers are never shown
+    assert add_few_shot([query], pool, k=2, group_field="country", seed=1) == [shot]
+    # Only three other respondents from NO: a draw of four must reach into the other group.
+    wide = add_few_shot([query], pool, k=4, group_field="country", seed=1)[0].prompt_messages
+    assert "C" in {m["content"] for m in wide if m["role"] == "assistant"}
