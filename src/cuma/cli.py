@@ -10,6 +10,10 @@ COMMANDS = {
     "compare": ("cuma.compare.cli", "train and evaluate methods on a survey and write a comparison report"),
     "data": ("cuma.data.cli", "list, show and export the survey and preference datasets"),
     "demo": ("cuma.demo", "build a real model with a CuMA adapter and show its parameters and routing"),
+    "train": (
+        "cuma.train.cli",
+        "fine-tune one method (cuma, lora, ...) on a survey, with checkpoints and --resume",
+    ),
 }
 
 

@@ -1,0 +1,92 @@
+"""``cuma train``: fine-tune one method on a survey's training split and keep its checkpoints.
+
+    cuma train --config configs/gss-cuma.yaml --method cuma train.lr=1e-4 train.max_steps=100
+    cuma train --config configs/gss-cuma.yaml method=lora --resume
+
+The method is ``--method NAME`` or, equivalently, a ``method=NAME`` item among the overrides; the
+other overrides are the dotted ``section.field=value`` pairs of `cuma.config`. The data split and
+sample are those of ``cuma compare`` (``data.*``), and the run goes to
+``<output_dir>/train/<method>-seed<train.seed>``, where ``cuma compare --resume`` finds it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cuma.config import ExperimentConfig
+
+if TYPE_CHECKING:
+    from cuma.train.trainer import TrainResult
+
+logger = logging.getLogger("cuma.train")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="experiment YAML (see configs/)")
+    parser.add_argument(
+        "--method", help="method to train (see cuma.methods.METHODS), or override method=NAME"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint of this run"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the same run on a tiny random model and a small sample (seconds)",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    method, overrides = split_method(args.method, args.overrides)
+    config = ExperimentConfig.from_yaml(args.config, overrides)
+    result = train_method(config, method, quick=args.quick, resume=args.resume)
+    print(f"{method}: {result.global_step} steps, final loss {result.final_loss:.4f}")
+    print(f"weights: {result.checkpoint} (cuma.methods.load_trained reads them)")
+
+
+def split_method(flag: str | None, overrides: list[str]) -> tuple[str, list[str]]:
+    """The method from ``--method`` or a ``method=NAME`` override (not both), and the other overrides."""
+    named = [item.partition("=")[2] for item in overrides if item.startswith("method=")]
+    rest = [item for item in overrides if not item.startswith("method=")]
+    candidates = ([flag] if flag else []) + named
+    if len(candidates) != 1:
+        raise SystemExit(
+            f"cuma train: give the method once, as --method NAME or method=NAME (got {candidates})"
+        )
+    return candidates[0], rest
+
+
+def train_method(
+    config: ExperimentConfig, method: str, quick: bool = False, resume: bool = False
+) -> TrainResult:
+    """Load data, model and encoder as ``cuma compare`` does, build ``method`` and train it."""
+    from cuma.compare.data import prepare_data
+    from cuma.compare.quick import quick_config
+    from cuma.compare.run import make_encoder
+    from cuma.data.collate import SFTCollator
+    from cuma.methods import build_method, check_methods, get_method
+    from cuma.models import load_base_model
+    from cuma.train.trainer import train
+
+    check_methods([method], config)
+    if not get_method(method).trainable:
+        raise SystemExit(f"cuma train: method {method!r} has nothing to train; evaluate it with cuma compare")
+    if quick:
+        config = quick_config(config)
+    out = Path(config.output_dir) / "train" / f"{method}-seed{config.train.seed}"
+    data = prepare_data(config.data)
+    base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
+    encoder = make_encoder(config.model)
+    prepared = build_method(method, base, config, encoder_dim=encoder.dim)
+    logger.info("%s: trainable parameters\n%s", method, prepared.parameter_report())
+    if prepared.uses_demographics:
+        data = data.with_embeddings(encoder)
+    examples = data.examples("train", prepared.persona_in_prompt)
+    collate = SFTCollator(tokenizer, max_length=config.data.max_length)
+    return train(prepared, examples, collate, config.train, out, resume=resume)
