@@ -9,7 +9,8 @@ from cuma.config import ExperimentConfig
 from cuma.methods import PREFIX_DEFAULTS, check_methods, get_method
 from cuma.train.trainer import validate
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -26,7 +27,7 @@ def test_shipped_config_is_valid(path):
 
 
 def test_paper_setting():
-    config = ExperimentConfig.from_yaml(Path(CONFIGS[0]).parent / "wvb-qwen3-8b-paper.yaml")
+    config = ExperimentConfig.from_yaml(CONFIG_DIR / "wvb-qwen3-8b-paper.yaml")
     assert (config.model.name, config.model.encoder) == ("Qwen/Qwen3-8B", "Qwen/Qwen3-Embedding-0.6B")
     cuma = CuMAConfig.from_preset("cuma", **config.adapter_overrides["cuma"])
     assert (cuma.rank, cuma.alpha, cuma.num_experts, cuma.top_k) == (64, 128, 8, 2)

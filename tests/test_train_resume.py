@@ -40,6 +40,14 @@ def test_resumed_run_is_bit_identical(tmp_path, save_every, kill):
         assert torch.equal(expected[name], got[name]), name
 
 
+def test_resuming_a_finished_run_changes_nothing(tmp_path):
+    config = toy_config(max_steps=2)
+    done, first = run("lora", config, tmp_path)
+    again, second = run("lora", config, tmp_path, resume=True)
+    assert second.history == [] and second.checkpoint == first.checkpoint and second.global_step == 2
+    assert all(torch.equal(weights(done)[k], v) for k, v in weights(again).items())
+
+
 def test_existing_checkpoints_need_resume(tmp_path):
     config = toy_config(max_steps=1)
     run("lora", config, tmp_path)

@@ -118,7 +118,7 @@ def train(
 
     loop = _Loop(accelerator, prepared, model, optimizer, scheduler, config, plan, root, run_shape, on_step)
     try:
-        last = loop.run(loader, sampler, position)
+        last = loop.run(loader, sampler, position) or existing[-1]  # None: resumed a finished run
     finally:
         accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # undo the autocast patch on forward
         prepared.eval()
@@ -174,7 +174,8 @@ class _Loop:
         self.global_step = 0
         self.history: list[dict[str, float]] = []
 
-    def run(self, loader: Iterable[dict[str, Any]], sampler: Any, start: Position) -> Path:
+    def run(self, loader: Iterable[dict[str, Any]], sampler: Any, start: Position) -> Path | None:
+        """Train from ``start`` to the last step; returns the final checkpoint (None if no step was left)."""
         acc, plan = self.accelerator, self.plan
         self.global_step = start.global_step
         epoch, skip = start.epoch, start.batch_in_epoch
@@ -214,7 +215,7 @@ class _Loop:
                     break
             epoch, skip = epoch + 1, 0
         bar.close()
-        return last_saved if last_saved is not None else self._save(Position(self.global_step, epoch, 0))
+        return last_saved
 
     def _save(self, position: Position) -> Path:
         return save_checkpoint(
