@@ -37,6 +37,7 @@ from cuma.config import ExperimentConfig, ModelConfig
 from cuma.data.collate import SFTCollator
 from cuma.data.examples import examples_frame
 from cuma.data.render import render_prompt
+from cuma.evaluation.few_shot import add_shots
 from cuma.evaluation.scoring import score_examples
 from cuma.evaluation.topology import RoutingCollector
 from cuma.methods import PreparedModel, build_method, check_methods, get_method
@@ -198,6 +199,9 @@ def _run_llm(
             examples = data.examples(split, persona)
             if not examples:
                 continue
+            if prepared.spec.few_shot:
+                pool = data.examples("train", persona)
+                examples = add_shots(examples, pool, config.eval.few_shot, main_group, seed=config.data.seed)
             collectors[split] = RoutingCollector(config.eval.routing_tokens) if prepared.has_routing else None
             preds[split] = score_examples(
                 prepared.model,
