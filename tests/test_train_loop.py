@@ -1,5 +1,6 @@
 """The training loop: loss, schedule length, learning-rate groups, reproducibility, faults, logging."""
 
+import dataclasses
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from transformers import get_scheduler
 
 from cuma.methods import PreparedModel
-from cuma.train.data import EpochSampler
+from cuma.train.data import EpochSampler, make_loader
 from cuma.train.optim import build_optimizer
 from cuma.train.trainer import validate
 from train_toys import run, toy_collate, toy_config, toy_method, toy_rows, weights
@@ -83,6 +84,17 @@ def test_nan_loss_names_the_step_and_the_batch(tmp_path):
     step = position // 2 // 2 + 1
     with pytest.raises(FloatingPointError, match=rf"step {step}, micro-batch {position // 2} .*'r7'"):
         run("cuma", toy_config(), tmp_path, rows=rows)
+
+
+def test_batches_carry_the_example_ids_for_error_messages():
+    @dataclasses.dataclass
+    class Row:
+        respondent_id: str
+        question_id: str
+
+    loader, _ = make_loader([Row(f"r{i}", "q1") for i in range(4)], lambda rows: {"n": len(rows)}, 4, seed=0)
+    batch = next(iter(loader))
+    assert sorted(batch["respondent_id"]) == ["r0", "r1", "r2", "r3"] and batch["question_id"] == ["q1"] * 4
 
 
 def test_bf16_autocast_trains_fp32_weights_and_leaves_the_model_unpatched(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +30,24 @@ class EpochSampler(Sampler[int]):
         return self.num_examples
 
 
+ID_KEYS = ("respondent_id", "question_id")
+
+
+@dataclass
+class WithIds:
+    """Adds the examples' respondent and question ids to each batch (when the collator does not), so an
+    error such as a NaN loss can name the rows that caused it."""
+
+    collate_fn: Callable[[list[Any]], dict[str, Any]]
+
+    def __call__(self, examples: list[Any]) -> dict[str, Any]:
+        batch = self.collate_fn(examples)
+        for key in ID_KEYS:
+            if key not in batch and all(hasattr(ex, key) for ex in examples):
+                batch[key] = [getattr(ex, key) for ex in examples]
+        return batch
+
+
 def make_loader(
     dataset: Sequence[Any], collate_fn: Callable[[list[Any]], dict[str, Any]], batch_size: int, seed: int
 ) -> tuple[DataLoader, EpochSampler]:
@@ -39,7 +58,7 @@ def make_loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        collate_fn=collate_fn,
+        collate_fn=WithIds(collate_fn),
         generator=torch.Generator().manual_seed(seed),
     )
     return loader, sampler
