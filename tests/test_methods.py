@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from cuma.config import ExperimentConfig
-from cuma.few_shot import add_few_shot
 from cuma.methods import METHODS, build_method, check_methods, load_trained, persona_in_prompt
 from cuma.tiny import tiny_model
 from train_toys import run, toy_collate, toy_config, toy_method, toy_rows, weights
@@ -121,34 +120,3 @@ def test_saved_weights_refuse_another_base(tmp_path):
     trained.save(tmp_path)
     with pytest.raises(ValueError, match="written for base"):
         load_trained(tmp_path, tiny_model("qwen3"), toy_config())
-
-
-@dataclasses.dataclass(frozen=True)
-class Example:
-    respondent_id: str
-    question_id: str
-    profile: dict
-    prompt_messages: tuple
-    answer: str
-
-
-def example(rid, qid, country, answer="A"):
-    messages = ({"role": "system", "content": f"You live in {country}."}, {"role": "user", "content": qid})
-    return Example(rid, qid, {"country": country}, messages, answer)
-
-
-def test_few_shot_draws_answered_questions_of_the_same_group():
-    pool = [example(f"n{i}", f"q{i}", "NO", "B") for i in range(4)] + [
-        example(f"s{i}", f"q{i}", "SE", "C") for i in range(4)
-    ]
-    query = example("n0", "q9", "NO")
-    shot = add_few_shot([query], pool, k=2, group_field="country", seed=1)[0]
-    messages = shot.prompt_messages
-    assert messages[0] == query.prompt_messages[0] and messages[-1] == query.prompt_messages[-1]
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
-    assert all(m["content"] == "B" for m in messages if m["role"] == "assistant")
-    assert "q0" not in {m["content"] for m in messages}  # the query respondent's own answers are never shown
-    assert add_few_shot([query], pool, k=2, group_field="country", seed=1) == [shot]
-    # Only three other respondents from NO: a draw of four must reach into the other group.
-    wide = add_few_shot([query], pool, k=4, group_field="country", seed=1)[0].prompt_messages
-    assert "C" in {m["content"] for m in wide if m["role"] == "assistant"}

@@ -18,7 +18,7 @@ What each method sees (the paper's ablations hinge on it):
 
 * ``base`` never sees the profile: the generic-assistant prompt ("vanilla" in the paper).
 * ``persona`` and ``few-shot`` always see it in the system prompt; few-shot adds k answered
-  questions from training respondents of the same main group, as the reference few-shot baseline does.
+  questions from training respondents of the same main group (``cuma.evaluation.few_shot``).
 * Every trained method follows ``data.persona_in_prompt`` (default True, the paper's setting), so the
   dense and mixture baselines get exactly the demographic text CuMA gets. The reference scripts ran
   HydraLoRA/MixLoRA without it (reference notes 6.1 item 20); here they are compared fairly.
