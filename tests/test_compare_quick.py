@@ -121,3 +121,17 @@ def test_leftover_checkpoints_stop_a_new_run_before_any_work(report):
     config = ExperimentConfig.from_yaml(DEFAULT_CONFIG, [f"output_dir={str(report)[: -len('-quick')]}"])
     with pytest.raises(FileExistsError, match="pass --resume"):
         run_comparison(quick_config(config), quick=False)
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ("eval.main_group=shoe_size", r"eval\.main_group names unknown profile fields \['shoe_size'\]"),
+        ("eval.cell_fields=[party, planet]", r"eval\.cell_fields names unknown profile fields \['planet'\]"),
+        ("methods=[base, telepathy]", "unknown method 'telepathy'"),
+    ],
+)
+def test_bad_config_fails_before_any_model_work(tmp_path, override, error):
+    config = ExperimentConfig.from_yaml(DEFAULT_CONFIG, [override, f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ValueError, match=error):
+        run_comparison(config, quick=True)

@@ -79,6 +79,9 @@ class EvalConfig:
     few_shot: int = 3  # examples for the few-shot prompting baseline
     group_fields: list[str] | None = None  # None = every profile field of the dataset
     main_group: str | None = None  # for macro accuracy; None = the dataset's first profile field
+    # Fields whose value combination is the cell-majority baseline's cell; None = every group field
+    # (with many fields nearly every unseen respondent's cell is empty and falls back to the population).
+    cell_fields: list[str] | None = None
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,7 +22,9 @@ def emd_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, 
     fig, ax = plt.subplots(figsize=(6, 4))
     for method, (thresholds, coverage) in curves.items():
         ax.plot(thresholds, coverage, marker="o", markersize=3, label=method)
-    ax.set(xlabel="EMD threshold t", ylabel="share of questions with EMD ≤ t", title=title, ylim=(0, 1.02))
+    ax.set(
+        xlabel="EMD threshold t", ylabel="share of questions with EMD ≤ t", title=_wrap(title), ylim=(0, 1.02)
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -38,8 +41,8 @@ def group_accuracy(table: pd.DataFrame, path: Path, title: str) -> Path:
     for i, method in enumerate(methods):
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, pivot.loc[groups, method], width, label=method)
     counts = table.drop_duplicates("group").set_index("group")["n"]
-    ax.set_xticks(x, [f"{g}\n(n={counts[g]})" for g in groups], fontsize=7)
-    ax.set(ylabel="accuracy (argmax)", title=title, ylim=(0, 1))
+    ax.set_xticks(x, [_text(f"{g}\n(n={counts[g]})") for g in groups], fontsize=7)
+    ax.set(ylabel="accuracy (argmax)", title=_wrap(title), ylim=(0, 1))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=min(len(methods), 4))
     return _save(fig, path)
@@ -48,17 +51,23 @@ def group_accuracy(table: pd.DataFrame, path: Path, title: str) -> Path:
 def entropy_scatter(tables: Mapping[str, pd.DataFrame], path: Path, title: str) -> Path:
     """Per question, entropy of the argmax answers across respondents vs the humans' answer entropy.
 
-    Points under the diagonal answer more uniformly than people do: the signature of mean collapse.
+    One panel per method; points under the diagonal answer more uniformly than people do, the signature
+    of mean collapse (a fully collapsed question sits at 0).
     """
-    fig, ax = plt.subplots(figsize=(5, 5))
-    top = 0.0
-    for method, table in tables.items():
-        ax.scatter(table["human_entropy"], table["pred_entropy"], s=14, alpha=0.7, label=method)
-        top = max(top, float(table[["human_entropy", "pred_entropy"]].to_numpy().max()))
-    ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1)
-    ax.set(xlabel="human answer entropy (bits)", ylabel="prediction entropy (bits, argmax)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    columns = min(len(tables), 4)
+    rows = -(-len(tables) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows + 0.6), squeeze=False)
+    top = max(float(t[["human_entropy", "pred_entropy"]].to_numpy().max()) for t in tables.values()) or 1.0
+    for ax, (method, table) in zip(axes.flat, tables.items(), strict=False):
+        ax.scatter(table["human_entropy"], table["pred_entropy"], s=12, alpha=0.7)
+        ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1)
+        ax.set(title=method, xlim=(-0.05, top * 1.05), ylim=(-0.05, top * 1.05))
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(tables) :]:
+        ax.axis("off")
+    fig.supxlabel("human answer entropy (bits)")
+    fig.supylabel("prediction entropy (bits, argmax)")
+    fig.suptitle(_wrap(title))
     return _save(fig, path)
 
 
@@ -67,8 +76,8 @@ def routing_heatmap(matrix: pd.DataFrame, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * matrix.shape[1] + 3), max(3, 0.28 * matrix.shape[0] + 1)))
     image = ax.imshow(matrix.to_numpy(), aspect="auto", cmap="viridis")
     ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns])
-    ax.set_yticks(range(matrix.shape[0]), [str(i) for i in matrix.index], fontsize=7)
-    ax.set(xlabel="expert", title=title)
+    ax.set_yticks(range(matrix.shape[0]), [_text(i) for i in matrix.index], fontsize=7)
+    ax.set(xlabel="expert", title=_wrap(title, 50))
     fig.colorbar(image, ax=ax, label="mean routing weight")
     return _save(fig, path)
 
@@ -79,12 +88,21 @@ def routing_projection(projection: pd.DataFrame, path: Path, title: str) -> Path
     for field, part in projection.groupby("field", sort=False):
         ax.scatter(part["pc1"], part["pc2"], s=20 + 80 * part["n"] / projection["n"].max(), label=field)
         for _, row in part.iterrows():
-            ax.annotate(str(row["group"]), (row["pc1"], row["pc2"]), fontsize=6, alpha=0.8)
+            ax.annotate(_text(row["group"]), (row["pc1"], row["pc2"]), fontsize=6, alpha=0.8)
     explained = projection.attrs.get("explained", [float("nan")] * 2)
-    ax.set(xlabel=f"PC1 ({explained[0]:.0%})", ylabel=f"PC2 ({explained[1]:.0%})", title=title)
+    ax.set(xlabel=f"PC1 ({explained[0]:.0%})", ylabel=f"PC2 ({explained[1]:.0%})", title=_wrap(title))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, title="field")
     return _save(fig, path)
+
+
+def _wrap(title: str, width: int = 55) -> str:
+    return textwrap.fill(title, width)
+
+
+def _text(label: object) -> str:
+    """A data label drawn literally: matplotlib would read "$20,000 to $39,999" as mathtext."""
+    return str(label).replace("$", r"\$")
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

@@ -98,12 +98,8 @@ def run_comparison(config: ExperimentConfig, quick: bool = False, resume: bool =
     with clock.stage("load and split data"):
         data = prepare_data(config.data)
     fields = config.eval.group_fields or data.survey.profile_fields
-    unknown = sorted(set(fields) - set(data.survey.profile_fields))
-    if unknown:
-        raise ValueError(
-            f"eval.group_fields names unknown profile fields {unknown}; known: {data.survey.profile_fields}"
-        )
     main_group = config.eval.main_group or fields[0]
+    _check_fields(config, fields, main_group, data.survey.profile_fields)
     with clock.stage(f"load base model {config.model.name}"):
         base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
     with clock.stage(f"encode profiles ({config.model.encoder})"):
@@ -119,7 +115,8 @@ def run_comparison(config: ExperimentConfig, quick: bool = False, resume: bool =
         for name in methods:
             if name in REFERENCES:
                 with clock.stage(f"{name} seed {seed}"):
-                    run, preds = _run_reference(name, seed, data, fields, main_group)
+                    cells = config.eval.cell_fields or fields
+                    run, preds = _run_reference(name, seed, data, fields, main_group, cells)
             else:
                 run, preds, trace = _run_llm(
                     name, seeded, base, tokenizer, data, encoder.dim, fields, main_group, clock, resume
@@ -236,15 +233,18 @@ def _run_llm(
 
 
 def _run_reference(
-    name: str, seed: int, data: ComparisonData, fields: list[str], main_group: str
+    name: str, seed: int, data: ComparisonData, fields: list[str], main_group: str, cell_fields: list[str]
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """Fit a reference on the train answers; ``cell_fields`` define cell-majority's cells, the others
+    use every group field."""
     start = time.perf_counter()
     train_frame = examples_frame(data.splits["train"])
     preds, metrics = {}, {}
     for split in EVAL_SPLITS:
         if data.splits[split]:
+            features = cell_fields if name == "cell-majority" else fields
             preds[split] = REFERENCES[name](
-                train_frame, examples_frame(data.splits[split]), fields, BaselineConfig(seed=seed)
+                train_frame, examples_frame(data.splits[split]), features, BaselineConfig(seed=seed)
             )
             metrics[split] = summarize(preds[split], fields, main_group)
     run = {
@@ -320,6 +320,18 @@ def _prompt_lengths(tokenizer: Any, data: ComparisonData) -> list[int]:
 
 def _train_dir(config: ExperimentConfig, name: str, seed: int) -> Path:
     return Path(config.output_dir) / "train" / f"{name}-seed{seed}"
+
+
+def _check_fields(config: ExperimentConfig, fields: list[str], main_group: str, known: list[str]) -> None:
+    chosen = {
+        "group_fields": fields,
+        "main_group": [main_group],
+        "cell_fields": config.eval.cell_fields or [],
+    }
+    for name, values in chosen.items():
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"eval.{name} names unknown profile fields {unknown}; known: {known}")
 
 
 def _check_fresh(out: Path, config: ExperimentConfig, methods: list[str], resume: bool) -> None:
