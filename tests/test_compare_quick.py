@@ -24,7 +24,8 @@ REFERENCES = ["logistic", "majority", "cell-majority"]
 def report(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("compare") / "run"
     main(["compare", "--quick", f"output_dir={out}"])
-    return Path(f"{out}-quick")
+    assert not (out / "train").exists()  # quick checkpoints live in a temporary directory
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +118,13 @@ def test_training_changes_the_predictions(report):
     assert max(abs(a - b).max() for a, b in zip(persona["probs"], lora["probs"], strict=True)) > 1e-4
 
 
-def test_leftover_checkpoints_stop_a_new_run_before_any_work(report):
-    config = ExperimentConfig.from_yaml(DEFAULT_CONFIG, [f"output_dir={str(report)[: -len('-quick')]}"])
-    with pytest.raises(FileExistsError, match="pass --resume"):
-        run_comparison(quick_config(config), quick=False)
+def test_leftover_checkpoints_stop_a_new_run_before_any_work(tmp_path):
+    leftover = tmp_path / "run" / "train" / "cuma-seed42" / "checkpoints" / "step-00000004"
+    leftover.mkdir(parents=True)
+    (leftover / "trainer_state.json").write_text("{}")
+    config = ExperimentConfig.from_yaml(DEFAULT_CONFIG, [f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(FileExistsError, match="step-00000004 is left from an earlier run; pass --resume"):
+        run_comparison(config)
 
 
 @pytest.mark.parametrize(
@@ -134,4 +138,4 @@ def test_leftover_checkpoints_stop_a_new_run_before_any_work(report):
 def test_bad_config_fails_before_any_model_work(tmp_path, override, error):
     config = ExperimentConfig.from_yaml(DEFAULT_CONFIG, [override, f"output_dir={tmp_path / 'run'}"])
     with pytest.raises(ValueError, match=error):
-        run_comparison(config, quick=True)
+        run_comparison(quick_config(config), quick=True)

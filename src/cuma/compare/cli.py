@@ -31,12 +31,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from cuma.compare.quick import quick_config
     from cuma.compare.report import markdown_table
     from cuma.compare.run import run_comparison
     from cuma.config import ExperimentConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    config = ExperimentConfig.from_yaml(args.config or DEFAULT_CONFIG, args.overrides)
+    config = ExperimentConfig.from_yaml(args.config or DEFAULT_CONFIG)
+    if args.quick:
+        config = quick_config(config)
+    config = config.with_overrides(args.overrides)
     out = run_comparison(config, quick=args.quick, resume=args.resume)
     print("\n".join(markdown_table(out / "results.json")))
     print(f"\nreport: {out / 'report.md'} and {out / 'report.html'}")

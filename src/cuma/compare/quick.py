@@ -20,7 +20,7 @@ RANDOM_ENCODER = "tiny-random"
 
 QUICK_OVERRIDES = {
     "model": {"name": "tiny-llama", "encoder": RANDOM_ENCODER},
-    "data": {"n_train": 72, "n_test": 54, "n_heldout": 36, "max_length": 256},
+    "data": {"n_train": 72, "n_test": 54, "n_heldout": 36},
     # A large learning rate so that a handful of steps visibly moves the adapters.
     "train": {
         "max_steps": 4,

@@ -10,14 +10,15 @@ methods must beat. The splits depend on ``data.seed`` only; each entry of ``seed
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime
 import logging
 import os
 import platform
-import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ import torch
 
 from cuma.compare.data import SPLITS, ComparisonData, prepare_data
 from cuma.compare.figures import RoutingTrace, make_figures
-from cuma.compare.quick import RANDOM_ENCODER, RandomProfileEncoder, quick_config
+from cuma.compare.quick import RANDOM_ENCODER, RandomProfileEncoder
 from cuma.compare.report import write_report
 from cuma.config import ExperimentConfig, ModelConfig
 from cuma.data.collate import SFTCollator
@@ -78,19 +79,26 @@ class Stopwatch:
 def run_comparison(config: ExperimentConfig, quick: bool = False, resume: bool = False) -> Path:
     """Run the comparison ``config`` describes and return its report directory (``config.output_dir``).
 
-    ``quick`` swaps in a tiny model and a small sample and writes to ``<output_dir>-quick`` (see
-    `cuma.compare.quick`), replacing an earlier quick run's checkpoints there. Otherwise ``resume`` lets
-    training continue from checkpoints a previous run left in the output directory; without it they are
-    an error, so a changed config never silently reuses old weights.
+    ``quick`` marks a config made by `quick_config`: the report says so, and training checkpoints go to a
+    temporary directory that is deleted afterwards. Otherwise they stay in ``<output_dir>/train``, and
+    ``resume`` continues from them; without it, leftover checkpoints are an error before any work, so a
+    changed config never silently reuses old weights.
     """
-    if quick:
-        config = quick_config(config)
     methods = list(dict.fromkeys([*config.methods, *REFERENCES]))
     check_methods(methods, config)
     out = Path(config.output_dir)
-    if quick:
-        shutil.rmtree(out / "train", ignore_errors=True)
-    _check_fresh(out, config, methods, resume)
+    with contextlib.ExitStack() as stack:
+        if quick:
+            train_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cuma-quick-train-")))
+        else:
+            train_root = out / "train"
+            _check_fresh(train_root, config, methods, resume)
+        return _compare(config, methods, out, train_root, quick, resume)
+
+
+def _compare(
+    config: ExperimentConfig, methods: list[str], out: Path, train_root: Path, quick: bool, resume: bool
+) -> Path:
     clock = Stopwatch()
     started = time.perf_counter()
     logger.info("comparison of %s on %s -> %s", ", ".join(methods), config.data.dataset, out)
@@ -119,7 +127,17 @@ def run_comparison(config: ExperimentConfig, quick: bool = False, resume: bool =
                     run, preds = _run_reference(name, seed, data, fields, main_group, cells)
             else:
                 run, preds, trace = _run_llm(
-                    name, seeded, base, tokenizer, data, encoder.dim, fields, main_group, clock, resume
+                    name,
+                    seeded,
+                    base,
+                    tokenizer,
+                    data,
+                    encoder.dim,
+                    fields,
+                    main_group,
+                    clock,
+                    train_root,
+                    resume,
                 )
                 if trace is not None and seed == config.seeds[0]:
                     routing[name] = trace
@@ -169,6 +187,7 @@ def _run_llm(
     fields: list[str],
     main_group: str,
     clock: Stopwatch,
+    train_root: Path,
     resume: bool,
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame], RoutingTrace | None]:
     seed = config.train.seed
@@ -186,7 +205,7 @@ def _run_llm(
                 data.examples("train", persona),
                 collate,
                 config.train,
-                _train_dir(config, name, seed),
+                train_root / f"{name}-seed{seed}",
                 resume=resume,
             )
         train_seconds = clock.timings[f"{name} seed {seed}: train"]
@@ -318,10 +337,6 @@ def _prompt_lengths(tokenizer: Any, data: ComparisonData) -> list[int]:
     ]
 
 
-def _train_dir(config: ExperimentConfig, name: str, seed: int) -> Path:
-    return Path(config.output_dir) / "train" / f"{name}-seed{seed}"
-
-
 def _check_fields(config: ExperimentConfig, fields: list[str], main_group: str, known: list[str]) -> None:
     chosen = {
         "group_fields": fields,
@@ -334,17 +349,17 @@ def _check_fields(config: ExperimentConfig, fields: list[str], main_group: str, 
             raise ValueError(f"eval.{name} names unknown profile fields {unknown}; known: {known}")
 
 
-def _check_fresh(out: Path, config: ExperimentConfig, methods: list[str], resume: bool) -> None:
+def _check_fresh(train_root: Path, config: ExperimentConfig, methods: list[str], resume: bool) -> None:
     """Refuse, before any work, to train over checkpoints an earlier run left unless resuming."""
     if resume:
         return
     for name in methods:
         if get_method(name).trainable:
             for seed in config.seeds:
-                found = list_checkpoints(_train_dir(config, name, seed) / CHECKPOINT_DIR)
+                found = list_checkpoints(train_root / f"{name}-seed{seed}" / CHECKPOINT_DIR)
                 if found:
                     raise FileExistsError(
-                        f"{found[-1]} is left from an earlier run in {out}; pass --resume to continue it "
+                        f"{found[-1]} is left from an earlier run; pass --resume to continue it "
                         "or choose another output_dir"
                     )
 
