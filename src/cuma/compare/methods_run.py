@@ -1,0 +1,202 @@
+"""One method and seed of a comparison: build, train if it has weights, score both splits, summarise.
+
+The non-LLM references are fitted on the same train answers and scored on the same splits.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from cuma.compare.data import ComparisonData
+from cuma.compare.figures import RoutingTrace
+from cuma.config import ExperimentConfig
+from cuma.data.collate import SFTCollator
+from cuma.data.examples import examples_frame
+from cuma.evaluation.few_shot import add_shots
+from cuma.evaluation.scoring import score_examples
+from cuma.evaluation.topology import RoutingCollector
+from cuma.methods import PreparedModel, build_method
+from cuma.metrics import summarize
+from cuma.reference_baselines import BaselineConfig, cell_majority, logistic_regression, population_majority
+from cuma.train.trainer import train
+
+logger = logging.getLogger("cuma.compare")
+
+REFERENCES: dict[str, Callable[..., pd.DataFrame]] = {
+    "majority": population_majority,
+    "cell-majority": cell_majority,
+    "logistic": logistic_regression,
+}
+"""Registry name -> reference baseline ``(train, test, fields, config) -> predictions``."""
+
+EVAL_SPLITS = ("test", "heldout")
+
+
+class Stopwatch:
+    """Times named stages and logs when each starts and ends, so a long run shows where it is."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        logger.info("%s ...", name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - start
+        logger.info("%s: done in %.1f s", name, self.timings[name])
+
+
+@dataclass
+class MethodResult:
+    """A method's run record (JSON-ready, goes to results.json), its predictions and its routing."""
+
+    run: dict[str, Any]
+    predictions: dict[str, pd.DataFrame]
+    routing: RoutingTrace | None = None
+
+
+@dataclass
+class MethodRunner:
+    """What every method of one comparison shares: data, base model, settings and the stopwatch.
+
+    Attributes:
+        fields: profile fields the group metrics use; ``main_group`` the one for macro accuracy.
+        cell_fields: the cell-majority reference's cell.
+        train_root: where each trained method's checkpoints go (``<name>-seed<seed>``).
+        resume: continue training from checkpoints found there.
+    """
+
+    config: ExperimentConfig
+    data: ComparisonData
+    base: torch.nn.Module
+    tokenizer: Any
+    encoder_dim: int
+    fields: list[str]
+    main_group: str
+    cell_fields: list[str]
+    train_root: Path
+    resume: bool = False
+    clock: Stopwatch = field(default_factory=Stopwatch)
+
+    def run(self, name: str, seed: int) -> MethodResult:
+        if name in REFERENCES:
+            with self.clock.stage(f"{name} seed {seed}"):
+                return self._reference(name, seed)
+        return self._llm(name, seed)
+
+    def _llm(self, name: str, seed: int) -> MethodResult:
+        # Each seed of ``seeds`` is the training seed: adapter initialisation, data order, dropout.
+        config = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, seed=seed))
+        # build_method changes the base in place (adapters, requires_grad), so every method gets a copy.
+        prepared = build_method(name, copy.deepcopy(self.base), config, encoder_dim=self.encoder_dim)
+        trainable, percent = parameter_count(prepared)
+        logger.info(
+            "%s seed %d: %s trainable parameters (%.3f%% of base)", name, seed, f"{trainable:,}", percent
+        )
+        persona = prepared.persona_in_prompt
+        train_seconds = 0.0
+        if prepared.trainable:
+            stage = f"{name} seed {seed}: train"
+            with self.clock.stage(stage):
+                collate = SFTCollator(self.tokenizer, max_length=config.data.max_length)
+                examples = self.data.examples("train", persona)
+                train(
+                    prepared,
+                    examples,
+                    collate,
+                    config.train,
+                    self.train_root / f"{name}-seed{seed}",
+                    resume=self.resume,
+                )
+            train_seconds = self.clock.timings[stage]
+        predictions, metrics, collectors = {}, {}, {}
+        stage = f"{name} seed {seed}: score"
+        with self.clock.stage(stage):
+            for split in EVAL_SPLITS:
+                examples = self.data.examples(split, persona)
+                if not examples:
+                    continue
+                if prepared.spec.few_shot:
+                    pool = self.data.examples("train", persona)
+                    examples = add_shots(
+                        examples, pool, config.eval.few_shot, self.main_group, seed=config.data.seed
+                    )
+                collectors[split] = (
+                    RoutingCollector(config.eval.routing_tokens) if prepared.has_routing else None
+                )
+                predictions[split] = score_examples(
+                    prepared.model,
+                    self.tokenizer,
+                    examples,
+                    use_embeddings=prepared.uses_demographics,
+                    max_length=config.data.max_length,
+                    batch_size=config.eval.batch_size,
+                    padding_side=config.eval.padding_side,
+                    precision=config.eval.precision,
+                    routing=collectors[split],
+                    desc=f"{name} seed {seed} {split}",
+                )
+                metrics[split] = summarize(predictions[split], self.fields, self.main_group)
+                logger.info("%s seed %d %s: accuracy %.3f", name, seed, split, metrics[split]["accuracy"])
+        run = {
+            "method": name,
+            "seed": seed,
+            "kind": prepared.spec.kind,
+            "persona_in_prompt": persona,
+            "uses_demographics": prepared.uses_demographics,
+            "trainable_params": trainable,
+            "trainable_pct": percent,
+            "train_seconds": train_seconds,
+            "eval_seconds": self.clock.timings[stage],
+            "metrics": metrics,
+        }
+        routing = (
+            RoutingTrace.from_collectors(collectors, predictions, self.fields)
+            if prepared.has_routing
+            else None
+        )
+        return MethodResult(run, predictions, routing)
+
+    def _reference(self, name: str, seed: int) -> MethodResult:
+        start = time.perf_counter()
+        train_frame = examples_frame(self.data.splits["train"])
+        features = self.cell_fields if name == "cell-majority" else self.fields
+        predictions, metrics = {}, {}
+        for split in EVAL_SPLITS:
+            if self.data.splits[split]:
+                test_frame = examples_frame(self.data.splits[split])
+                predictions[split] = REFERENCES[name](
+                    train_frame, test_frame, features, BaselineConfig(seed=seed)
+                )
+                metrics[split] = summarize(predictions[split], self.fields, self.main_group)
+        run = {
+            "method": name,
+            "seed": seed,
+            "kind": "reference",
+            "trainable_params": None,
+            "trainable_pct": None,
+            "train_seconds": None,
+            "eval_seconds": time.perf_counter() - start,
+            "metrics": metrics,
+        }
+        return MethodResult(run, predictions)
+
+
+def parameter_count(prepared: PreparedModel) -> tuple[int, float]:
+    """Trainable parameters and their percentage of the base model, for any method kind."""
+    report = prepared.parameter_report()
+    if isinstance(report, dict):
+        return int(report["trainable"]), float(report["percent_of_base"])
+    return int(report.trainable), float(report.percent())
