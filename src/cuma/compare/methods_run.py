@@ -121,6 +121,8 @@ class MethodRunner:
                     resume=self.resume,
                 )
             train_seconds = self.clock.timings[stage]
+        # Training (accelerate) already runs on the accelerator when there is one; scoring follows it.
+        prepared.to("cuda" if torch.cuda.is_available() else "cpu")
         predictions, metrics, collectors = {}, {}, {}
         stage = f"{name} seed {seed}: score"
         with self.clock.stage(stage):
