@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/cuma demo
+	$(BIN)/cuma compare
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
