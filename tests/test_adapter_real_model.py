@@ -52,7 +52,9 @@ def test_generate_with_beams_follows_the_profile(adapted):
     model, tokenizer, embeds = adapted
     inputs = batch(tokenizer, 2)
     settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    beams = model.generate(**inputs, demographic_embeds=embeds, num_beams=2, num_return_sequences=2, **settings)
+    beams = model.generate(
+        **inputs, demographic_embeds=embeds, num_beams=2, num_return_sequences=2, **settings
+    )
     assert beams.shape[0] == 4 and beams.shape[1] > inputs["input_ids"].shape[1]
     greedy = model.generate(**inputs, demographic_embeds=embeds, **settings)
     for row in range(2):
