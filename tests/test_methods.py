@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from cuma.adapter import ParameterReport
 from cuma.config import ExperimentConfig
 from cuma.methods import METHODS, build_method, check_methods, load_trained, persona_in_prompt
 from cuma.tiny import tiny_model
@@ -51,6 +52,7 @@ def test_each_trainable_method_takes_a_training_step(tmp_path, name):
     out = prepared(*toy_batch())
     assert out.logits.shape[:2] == toy_batch()[0].shape and out.aux_loss.ndim == 0
     report = prepared.parameter_report()
+    assert isinstance(report, ParameterReport)
     assert report.trainable == sum(p.numel() for p in prepared.trainable_parameters().values()) > 0
 
 
@@ -102,6 +104,21 @@ def test_adapter_overrides_and_seeded_initialisation():
     assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
     with pytest.raises(ValueError, match="has no adapter to configure"):
         build_method("persona", tiny_model(), ExperimentConfig(adapter_overrides={"persona": {"rank": 4}}))
+
+
+def test_command_line_adapter_overrides_are_typed_and_checked():
+    config = toy_config().with_overrides(
+        ["adapter_overrides.cuma.rank=4", "adapter_overrides.cuma.alpha=1e1"]
+    )
+    adapter = toy_method("cuma", config).adapter_config
+    assert (adapter.rank, adapter.alpha) == (4, 10.0) and isinstance(adapter.alpha, float)
+    typo = toy_config().with_overrides(["adapter_overrides.cuma.rnak=4"])
+    with pytest.raises(ValueError, match=r"adapter_overrides\.cuma: unknown field\(s\) \['rnak'\]"):
+        check_methods(["lora"], typo)
+    with pytest.raises(
+        ValueError, match=r"adapter_overrides\.prefix\.num_virtual_tokens must be an integer, got 'many'"
+    ):
+        toy_method("prefix", toy_config({"prefix": {"num_virtual_tokens": "many"}}))
 
 
 @pytest.mark.parametrize("name", ["cuma", "prefix", "full"])

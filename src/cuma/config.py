@@ -3,6 +3,8 @@
 Override convention (one, documented): dotted ``section.field=value`` pairs after the options, e.g.
 ``cuma compare --config configs/gss-cuma.yaml train.lr=1e-4 data.n_train=2000 methods=[base,cuma]``.
 Values are parsed as YAML scalars/lists, so ``1e-4``, ``true`` and ``[a, b]`` mean what they look like.
+A missing entry of a free-form mapping is created, so ``adapter_overrides.cuma.rank=64`` works whether or
+not the config already configures ``cuma``; its field names are checked when the method is built.
 """
 
 from __future__ import annotations
@@ -32,12 +34,11 @@ class DataConfig:
 
     dataset: str = "gss-spending-2018"  # built-in name or path to a spec YAML / WVB directory
     seed: int = 0
-    valid_fraction: float = 0.1
+    valid_fraction: float = 0.1  # respondents set aside: never trained on, never scored
     test_fraction: float = 0.2
     # Held-out-profile split: field -> values; respondents in these cells never appear in training.
     heldout_cells: dict[str, list[str]] = field(default_factory=dict)
     n_train: int | None = None  # examples sampled per split (stratified by question); None = all
-    n_valid: int | None = None
     n_test: int | None = None
     n_heldout: int | None = None
     persona_in_prompt: bool = True  # the profile sentence in the system prompt (the paper's default)
@@ -121,9 +122,10 @@ class ExperimentConfig:
             *parents, leaf = key.split(".")
             node = raw
             for part in parents:
-                if not isinstance(node.get(part), dict):
+                # A new key becomes an entry of a mapping field, or an unknown field that _build names.
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
                     raise ValueError(f"override {item!r}: {part!r} is not a config section")
-                node = node[part]
             node[leaf] = yaml.safe_load(value)
         return _build(type(self), raw, "command-line overrides")
 
@@ -141,7 +143,7 @@ def _build(cls: type, raw: dict[str, Any], source: str, prefix: str = "") -> Any
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in raw.items():
-        value = _coerce_number(value, hints[name], f"{source}: {prefix}{name}")
+        value = coerce_number(value, hints[name], f"{source}: {prefix}{name}")
         sub = _SECTIONS.get(name) if cls is ExperimentConfig else None
         if sub is not None:
             if not isinstance(value, dict):
@@ -151,7 +153,10 @@ def _build(cls: type, raw: dict[str, Any], source: str, prefix: str = "") -> Any
     return cls(**kwargs)
 
 
-def _coerce_number(value: Any, hint: Any, where: str) -> Any:
+_KIND_NAMES = {int: "an integer", float: "a float"}
+
+
+def coerce_number(value: Any, hint: Any, where: str) -> Any:
     """YAML 1.1 reads ``1e-4`` as a string; numbers are converted by the field's declared type."""
     if not isinstance(value, str):
         return value
@@ -161,7 +166,7 @@ def _coerce_number(value: Any, hint: Any, where: str) -> Any:
             try:
                 return kind(value)
             except ValueError:
-                raise ValueError(f"{where} must be a {kind.__name__}, got {value!r}") from None
+                raise ValueError(f"{where} must be {_KIND_NAMES[kind]}, got {value!r}") from None
     return value
 
 

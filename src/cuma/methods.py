@@ -5,6 +5,7 @@ Public API::
     METHODS: dict[str, MethodSpec]                     # name -> what it is and what it sees
     get_method(name) -> MethodSpec                     # ValueError listing the known names
     check_methods(names) -> None                       # validate a config's list before any work
+    method_overrides(spec, overrides) -> dict          # adapter_overrides.<method>, checked and typed
     persona_in_prompt(name, config) -> bool            # does this method's prompt carry the profile?
     build_method(name, base_model, config, encoder_dim=None) -> PreparedModel
     load_trained(directory, base_model, config) -> PreparedModel   # what PreparedModel.save wrote
@@ -34,18 +35,22 @@ What each method sees (the paper's ablations hinge on it):
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.utils import ModelOutput
 
-from cuma.config import ExperimentConfig
+from cuma.config import ExperimentConfig, coerce_number
+
+if TYPE_CHECKING:
+    from cuma.adapter.report import ParameterReport
 
 Kind = Literal["prompt", "adapter", "full", "prefix", "reference"]
 
@@ -76,7 +81,7 @@ _SPECS = [
         "few-shot",
         "prompt",
         "persona prompt plus k answered questions of the same group",
-        True,
+        persona=True,
         few_shot=True,
     ),
     MethodSpec("lora", "adapter", "dense LoRA (one expert, no router)", preset="lora"),
@@ -109,15 +114,39 @@ def get_method(name: str) -> MethodSpec:
 
 
 def check_methods(names: Iterable[str], config: ExperimentConfig | None = None) -> None:
-    """Fail before any work on an unknown method or an override for a method not in the registry."""
+    """Fail before any work on an unknown method, or on adapter overrides that no build would accept."""
     for name in names:
         get_method(name)
     if config is not None:
-        for name in config.adapter_overrides:
+        for name, overrides in config.adapter_overrides.items():
             if name not in METHODS:
                 raise ValueError(
                     f"adapter_overrides.{name}: unknown method; known methods: {', '.join(METHODS)}"
                 )
+            method_overrides(METHODS[name], overrides)
+
+
+def method_overrides(spec: MethodSpec, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``adapter_overrides.<method>`` checked against the fields the method has, numbers typed by field.
+
+    YAML 1.1 reads ``1e-4`` as a string, and the mapping is free-form in ``ExperimentConfig``, so the
+    field types come from here: `CuMAConfig` for adapters, `PREFIX_DEFAULTS` for prefix tuning.
+    """
+    where = f"adapter_overrides.{spec.name}"
+    if not overrides:
+        return {}
+    if spec.kind == "adapter":
+        from cuma.adapter import CuMAConfig
+
+        types = typing.get_type_hints(CuMAConfig)
+    elif spec.kind == "prefix":
+        types = {key: type(value) for key, value in PREFIX_DEFAULTS.items()}
+    else:
+        raise ValueError(f"{where}: method {spec.name!r} ({spec.kind}) has no adapter to configure")
+    unknown = sorted(set(overrides) - set(types))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(types)}")
+    return {key: coerce_number(value, types[key], f"{where}.{key}") for key, value in overrides.items()}
 
 
 def persona_in_prompt(name: str, config: ExperimentConfig) -> bool:
@@ -221,7 +250,7 @@ class PreparedModel(nn.Module):
             return {key: [p for p in params if p.requires_grad] for key, params in groups.items() if params}
         return {"weights": list(self.trainable_parameters().values())}
 
-    def parameter_report(self) -> Any:
+    def parameter_report(self) -> ParameterReport:
         """A ``cuma.adapter.ParameterReport``: trainable counts per component and percent of the base."""
         from cuma.adapter import ParameterReport
 
@@ -311,11 +340,7 @@ def build_method(
     check_methods([name], config)
     if spec.kind == "reference":
         raise ValueError(f"method {name!r} is a non-LLM reference point; the evaluation code runs it")
-    overrides = dict(config.adapter_overrides.get(name, {}))
-    if overrides and spec.kind not in ("adapter", "prefix"):
-        raise ValueError(
-            f"adapter_overrides.{name}: method {name!r} ({spec.kind}) has no adapter to configure"
-        )
+    overrides = method_overrides(spec, config.adapter_overrides.get(name, {}))
     identity = base_identity(base_model)
     adapter_config, settings = None, None
     with torch.random.fork_rng(devices=[]):
@@ -326,7 +351,7 @@ def build_method(
 
             model = get_cuma_model(base_model, adapter_config)
         elif spec.kind == "prefix":
-            settings = _prefix_settings(overrides)
+            settings = {**PREFIX_DEFAULTS, **overrides}
             from peft import PrefixTuningConfig, TaskType, get_peft_model
 
             model = get_peft_model(base_model, PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, **settings))
@@ -367,12 +392,3 @@ def _adapter_config(spec: MethodSpec, overrides: dict[str, Any], encoder_dim: in
             f"output size {encoder_dim}"
         )
     return CuMAConfig.from_preset(spec.preset, **{**overrides, "demographic_input_dim": encoder_dim})
-
-
-def _prefix_settings(overrides: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(overrides) - set(PREFIX_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"adapter_overrides.prefix: unknown field(s) {unknown}; known: {sorted(PREFIX_DEFAULTS)}"
-        )
-    return {**PREFIX_DEFAULTS, **overrides}
