@@ -13,7 +13,13 @@ from torch import nn
 
 from cuma.data.render import render_prompt
 from cuma.evaluation.scoring import score_examples
-from cuma.evaluation.topology import RoutingCollector, expert_usage, group_projection, usage_matrix
+from cuma.evaluation.topology import (
+    RoutingCollector,
+    RoutingTrace,
+    expert_usage,
+    group_projection,
+    usage_matrix,
+)
 from cuma.tiny import tiny_model, tiny_tokenizer
 from test_evaluation_scoring import make_examples
 
@@ -101,3 +107,26 @@ def test_mismatched_shapes_are_errors():
         RoutingCollector("everything")
     with pytest.raises(ValueError, match="3 routing rows but there are 2 group rows"):
         expert_usage({"l": np.zeros((3, 2))}, pd.DataFrame({"sex": ["f", "m"]}))
+
+
+def test_trace_joins_each_split_in_order_with_its_groups():
+    collectors = {}
+    for split, rows in (("test", [[1.0, 0.0], [0.0, 1.0]]), ("heldout", [[0.5, 0.5]])):
+        weights = torch.tensor(rows)[:, None, :]  # one token per row
+        n = len(rows)
+        collectors[split] = RoutingCollector("answer")
+        collectors[split].add(
+            list(range(n)), {"l": weights}, torch.ones(n, 1), torch.zeros(n, dtype=torch.long)
+        )
+    predictions = {
+        "test": pd.DataFrame({"sex": ["f", "m"], "age": [30, 40]}),
+        "heldout": pd.DataFrame({"sex": ["f"], "age": [50]}),
+    }
+    trace = RoutingTrace.from_collectors(collectors, predictions, ["sex"], {"test": "random test"})
+    np.testing.assert_array_equal(trace.vectors["l"], [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    assert trace.groups.to_dict("list") == {
+        "sex": ["f", "m", "f"],
+        "split": ["random test"] * 2 + ["heldout"],
+    }
+    with pytest.raises(ValueError, match="split 'heldout': layer 'l' has 1 routing rows for 2 predictions"):
+        RoutingTrace.from_collectors(collectors, {**predictions, "heldout": predictions["test"]}, ["sex"])

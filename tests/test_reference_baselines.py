@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cuma.methods import METHODS
 from cuma.metrics import PREDICTION_COLUMNS, accuracy
 from cuma.reference_baselines import (
     REFERENCE_BASELINES,
@@ -92,6 +93,13 @@ def test_logistic_regression_falls_back_when_train_has_one_answer():
     predictions = logistic_regression(train, train, FIELDS)
     assert list(predictions["predicted_code"]) == [2, 2, 2]
     assert predictions["fallback"].all()
+
+
+def test_registry_holds_every_reference_method_by_its_config_name():
+    references = {name for name, spec in METHODS.items() if spec.kind == "reference"}
+    assert set(REFERENCE_BASELINES) == references
+    assert REFERENCE_BASELINES["majority"] is population_majority
+    assert REFERENCE_BASELINES["logistic"] is logistic_regression
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_BASELINES))

@@ -1,13 +1,14 @@
 """Non-LLM reference points: what a survey statistician would predict from the profile alone.
 
 Each baseline is fitted on the train answers of a question and predicts its test answers, returning the
-predictions DataFrame of notes/TEAM.md (plus a ``fallback`` column) so the same metrics score them:
+predictions DataFrame of notes/TEAM.md (plus a ``fallback`` column) so the same metrics score them.
+`REFERENCE_BASELINES` maps their method names (those of ``cuma.methods.METHODS``) to the functions:
 
-- ``population-majority``: the question's most common train answer, for everyone.
+- ``majority``: the question's most common train answer, for everyone.
 - ``cell-majority``: the most common train answer among respondents with exactly the same profile
   (missing is a value of its own); a cell with no train answers to the question falls back to the
   population, and ``fallback`` is True on those rows.
-- ``logistic-regression``: multinomial logistic regression per question on one-hot profile fields
+- ``logistic``: multinomial logistic regression per question on one-hot profile fields
   (missing is a category of its own; values unseen in training are ignored). A question whose train
   rows all give one answer cannot be fitted and falls back to the population (``fallback`` True).
 
@@ -128,11 +129,11 @@ def logistic_regression(
 
 
 REFERENCE_BASELINES: dict[str, Callable[..., pd.DataFrame]] = {
-    "population-majority": population_majority,
+    "majority": population_majority,
     "cell-majority": cell_majority,
-    "logistic-regression": logistic_regression,
+    "logistic": logistic_regression,
 }
-"""Baseline name -> function ``(train, test, fields, config) -> predictions DataFrame``."""
+"""Method name (as in configs) -> baseline ``(train, test, fields, config) -> predictions DataFrame``."""
 
 
 def _prepare(

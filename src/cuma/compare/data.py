@@ -26,7 +26,10 @@ from cuma.data.registry import load
 from cuma.data.splits import held_out_profile_split, random_split, sample_stratified
 from cuma.data.survey import Survey
 
-SPLITS = ("train", "test", "heldout")
+SPLITS = {"train": "training split", "test": "random test split", "heldout": "held-out profile cells"}
+"""The comparison's splits, in order, and how the report names them."""
+EVAL_SPLITS = tuple(name for name in SPLITS if name != "train")
+"""The scored splits: every method is evaluated on these."""
 
 
 @dataclass
@@ -61,7 +64,7 @@ class ComparisonData:
         rows = [self.splits[name][i] for name, i in keys] + list(self.twins.values())
         done = attach_embeddings(rows, encoder)
         splits: dict[str, list[SurveyExample]] = {name: [] for name in self.splits}
-        for (name, _), ex in zip(keys, done, strict=False):
+        for (name, _), ex in zip(keys, done[: len(keys)], strict=True):
             splits[name].append(ex)
         twins = dict(zip(self.twins, done[len(keys) :], strict=True))
         return dataclasses.replace(self, splits=splits, twins=twins)

@@ -3,52 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from cuma.compare import plots
-from cuma.evaluation.topology import RoutingCollector, expert_usage, group_projection, usage_matrix
+from cuma.compare.data import EVAL_SPLITS, SPLITS
+from cuma.evaluation.topology import RoutingTrace, expert_usage, group_projection, usage_matrix
 from cuma.metrics import THRESHOLDS, argmax_emd, emd_coverage, entropy_table, group_accuracy_table
 
-SPLIT_NAMES = {"test": "random test split", "heldout": "held-out profile cells"}
 MIN_GROUP_ANSWERS = 5
 """Smallest group (in answers) drawn in the per-group and routing figures, as in sigma-inequity."""
-
-
-@dataclass
-class RoutingTrace:
-    """Routing vectors of every scored row (test, then held-out) and the rows' groups.
-
-    Attributes:
-        vectors: layer -> [rows, experts].
-        groups: one row per scored row: the profile fields and ``split`` (which split it came from).
-    """
-
-    vectors: dict[str, np.ndarray]
-    groups: pd.DataFrame
-
-    @classmethod
-    def from_collectors(
-        cls,
-        collectors: Mapping[str, RoutingCollector | None],
-        predictions: Mapping[str, pd.DataFrame],
-        fields: list[str],
-    ) -> RoutingTrace:
-        parts: dict[str, list[np.ndarray]] = {}
-        frames = []
-        for split, collector in collectors.items():
-            if collector is None:
-                continue
-            for layer, matrix in collector.vectors().items():
-                parts.setdefault(layer, []).append(matrix)
-            frames.append(predictions[split][fields].assign(split=SPLIT_NAMES[split]))
-        return cls(
-            {layer: np.concatenate(m) for layer, m in parts.items()}, pd.concat(frames, ignore_index=True)
-        )
 
 
 def make_figures(
@@ -65,14 +31,14 @@ def make_figures(
     def add(title: str, path: Path) -> None:
         figures.append({"title": title, "file": str(path.relative_to(out))})
 
-    for split, label in SPLIT_NAMES.items():
+    for split in EVAL_SPLITS:
         curves = {
             method: (THRESHOLDS, emd_coverage(argmax_emd(preds[split])))
             for method, preds in predictions.items()
             if split in preds
         }
         if curves:
-            title = f"Share of questions with argmax EMD ≤ t, {label} (seed {seed})"
+            title = f"Share of questions with argmax EMD ≤ t, {SPLITS[split]} (seed {seed})"
             add(title, plots.emd_curves(curves, folder / f"emd-curves-{split}.png", title))
     tables = []
     for method, preds in predictions.items():

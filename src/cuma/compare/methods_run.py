@@ -9,7 +9,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,29 +18,19 @@ from typing import Any
 import pandas as pd
 import torch
 
-from cuma.compare.data import ComparisonData
-from cuma.compare.figures import RoutingTrace
+from cuma.compare.data import EVAL_SPLITS, SPLITS, ComparisonData
 from cuma.config import ExperimentConfig
 from cuma.data.collate import SFTCollator
 from cuma.data.examples import examples_frame
 from cuma.evaluation.few_shot import add_shots
 from cuma.evaluation.scoring import score_examples
-from cuma.evaluation.topology import RoutingCollector
+from cuma.evaluation.topology import RoutingCollector, RoutingTrace
 from cuma.methods import PreparedModel, build_method
 from cuma.metrics import summarize
-from cuma.reference_baselines import BaselineConfig, cell_majority, logistic_regression, population_majority
+from cuma.reference_baselines import REFERENCE_BASELINES, BaselineConfig
 from cuma.train.trainer import train
 
 logger = logging.getLogger("cuma.compare")
-
-REFERENCES: dict[str, Callable[..., pd.DataFrame]] = {
-    "majority": population_majority,
-    "cell-majority": cell_majority,
-    "logistic": logistic_regression,
-}
-"""Registry name -> reference baseline ``(train, test, fields, config) -> predictions``."""
-
-EVAL_SPLITS = ("test", "heldout")
 
 
 class Stopwatch:
@@ -91,7 +81,7 @@ class MethodRunner:
     clock: Stopwatch = field(default_factory=Stopwatch)
 
     def run(self, name: str, seed: int) -> MethodResult:
-        if name in REFERENCES:
+        if name in REFERENCE_BASELINES:
             with self.clock.stage(f"{name} seed {seed}"):
                 return self._reference(name, seed)
         return self._llm(name, seed)
@@ -135,9 +125,8 @@ class MethodRunner:
                     examples = add_shots(
                         examples, pool, config.eval.few_shot, self.main_group, seed=config.data.seed
                     )
-                collectors[split] = (
-                    RoutingCollector(config.eval.routing_tokens) if prepared.has_routing else None
-                )
+                if prepared.has_routing:
+                    collectors[split] = RoutingCollector(config.eval.routing_tokens)
                 predictions[split] = score_examples(
                     prepared.model,
                     self.tokenizer,
@@ -147,7 +136,7 @@ class MethodRunner:
                     batch_size=config.eval.batch_size,
                     padding_side=config.eval.padding_side,
                     precision=config.eval.precision,
-                    routing=collectors[split],
+                    routing=collectors.get(split),
                     desc=f"{name} seed {seed} {split}",
                 )
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
@@ -165,9 +154,7 @@ class MethodRunner:
             "metrics": metrics,
         }
         routing = (
-            RoutingTrace.from_collectors(collectors, predictions, self.fields)
-            if prepared.has_routing
-            else None
+            RoutingTrace.from_collectors(collectors, predictions, self.fields, SPLITS) if collectors else None
         )
         return MethodResult(run, predictions, routing)
 
@@ -179,7 +166,7 @@ class MethodRunner:
         for split in EVAL_SPLITS:
             if self.data.splits[split]:
                 test_frame = examples_frame(self.data.splits[split])
-                predictions[split] = REFERENCES[name](
+                predictions[split] = REFERENCE_BASELINES[name](
                     train_frame, test_frame, features, BaselineConfig(seed=seed)
                 )
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
@@ -199,6 +186,4 @@ class MethodRunner:
 def parameter_count(prepared: PreparedModel) -> tuple[int, float]:
     """Trainable parameters and their percentage of the base model, for any method kind."""
     report = prepared.parameter_report()
-    if isinstance(report, dict):
-        return int(report["trainable"]), float(report["percent_of_base"])
-    return int(report.trainable), float(report.percent())
+    return report.trainable, report.percent()

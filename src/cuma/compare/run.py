@@ -23,14 +23,16 @@ import pandas as pd
 
 from cuma.compare.data import SPLITS, ComparisonData, prepare_data
 from cuma.compare.environment import machine, versions
-from cuma.compare.figures import RoutingTrace, make_figures
-from cuma.compare.methods_run import REFERENCES, MethodRunner, Stopwatch
+from cuma.compare.figures import make_figures
+from cuma.compare.methods_run import MethodRunner, Stopwatch
 from cuma.compare.quick import RANDOM_ENCODER, RandomProfileEncoder
 from cuma.compare.report import write_report
 from cuma.config import ExperimentConfig, ModelConfig
 from cuma.data.render import render_prompt
+from cuma.evaluation.topology import RoutingTrace
 from cuma.methods import check_methods, get_method
 from cuma.models import load_base_model
+from cuma.reference_baselines import REFERENCE_BASELINES
 from cuma.train.checkpoint import list_checkpoints
 from cuma.train.trainer import CHECKPOINT_DIR
 
@@ -45,7 +47,7 @@ def run_comparison(config: ExperimentConfig, quick: bool = False, resume: bool =
     ``resume`` continues from them; without it, leftover checkpoints are an error before any work, so a
     changed config never silently reuses old weights.
     """
-    methods = list(dict.fromkeys([*config.methods, *REFERENCES]))
+    methods = list(dict.fromkeys([*config.methods, *REFERENCE_BASELINES]))
     check_methods(methods, config)
     with contextlib.ExitStack() as stack:
         if quick:

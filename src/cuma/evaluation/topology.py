@@ -9,6 +9,7 @@ token, which also mixes in the routing of the question text that every responden
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,49 @@ class RoutingCollector:
         """Layer name -> [rows, experts], ordered by row id."""
         order = np.argsort(self._rows, kind="stable")
         return {layer: np.concatenate(chunks)[order] for layer, chunks in self._chunks.items()}
+
+
+@dataclass
+class RoutingTrace:
+    """Routing vectors of every scored row of one model, split after split, and the rows' groups.
+
+    Attributes:
+        vectors: layer -> [rows, experts].
+        groups: one row per scored row: the profile fields and ``split`` (the split it came from).
+    """
+
+    vectors: dict[str, np.ndarray]
+    groups: pd.DataFrame
+
+    @classmethod
+    def from_collectors(
+        cls,
+        collectors: Mapping[str, RoutingCollector],
+        predictions: Mapping[str, pd.DataFrame],
+        fields: Sequence[str],
+        split_labels: Mapping[str, str] | None = None,
+    ) -> RoutingTrace:
+        """Join each split's collector with the profile ``fields`` of its predictions (same row order).
+
+        ``split_labels`` names the splits in the ``split`` column (default: the split's key).
+        """
+        if not collectors:
+            raise ValueError("no routing collectors to trace")
+        labels = split_labels or {}
+        parts: dict[str, list[np.ndarray]] = {}
+        frames = []
+        for split, collector in collectors.items():
+            rows = predictions[split]
+            for layer, matrix in collector.vectors().items():
+                if len(matrix) != len(rows):
+                    raise ValueError(
+                        f"split {split!r}: layer {layer!r} has {len(matrix)} routing rows for {len(rows)} "
+                        "predictions"
+                    )
+                parts.setdefault(layer, []).append(matrix)
+            frames.append(rows[list(fields)].assign(split=labels.get(split, split)))
+        vectors = {layer: np.concatenate(matrices) for layer, matrices in parts.items()}
+        return cls(vectors, pd.concat(frames, ignore_index=True))
 
 
 def expert_usage(vectors: Mapping[str, np.ndarray], groups: pd.DataFrame) -> pd.DataFrame:
