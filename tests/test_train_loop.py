@@ -1,16 +1,20 @@
 """The training loop: loss, schedule length, learning-rate groups, reproducibility, faults, logging."""
 
 import dataclasses
+import itertools
 import math
+import re
 
 import pytest
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from transformers import get_scheduler
 
 from cuma.methods import PreparedModel
 from cuma.train.data import EpochSampler, make_loader
 from cuma.train.optim import build_optimizer
-from cuma.train.trainer import validate
+from cuma.train.trainer import train, validate
 from train_toys import run, toy_collate, toy_config, toy_method, toy_rows, weights
 
 
@@ -86,6 +90,22 @@ def test_nan_loss_names_the_step_and_the_batch(tmp_path):
         run("cuma", toy_config(), tmp_path, rows=rows)
 
 
+@pytest.mark.parametrize("max_grad_norm", [1.0, 0.0])
+def test_non_finite_gradient_with_a_finite_loss_names_the_step_and_the_batches(tmp_path, max_grad_norm):
+    AcceleratorState._reset_state(reset_partial_state=True)
+    config = toy_config(max_grad_norm=max_grad_norm)
+    prepared = toy_method("lora", config)
+    backward = itertools.count(1)
+    param = next(iter(prepared.trainable_parameters().values()))
+    # grad_accum 2: the third backward pass is the first micro-batch of step 2.
+    param.register_hook(lambda grad: grad * math.inf if next(backward) == 3 else grad)
+    order = list(EpochSampler(10, seed=42))
+    ids = [f"r{i}" for i in order[4:6]]
+    expected = rf"finite loss at step 2, micro-batches 2-3 .*\[2\] respondent_id={re.escape(str(ids))}"
+    with pytest.raises(FloatingPointError, match=expected):
+        train(prepared, toy_rows(), toy_collate, config.train, tmp_path)
+
+
 def test_batches_carry_the_example_ids_for_error_messages():
     @dataclasses.dataclass
     class Row:
@@ -121,6 +141,16 @@ def test_tensorboard_events_and_routing_statistics(tmp_path):
         assert len(loads) == 8 and sum(loads) == pytest.approx(1.0)
         assert 0.0 <= second[f"routing/{layer}/entropy"] <= math.log(2) + 1e-6  # top-2 of 8
     assert 1.0 <= second["routing/max_imbalance"] <= 8.0
+
+
+def test_routing_statistics_reach_the_tracker_between_log_steps(tmp_path, monkeypatch):
+    logged = {}
+    monkeypatch.setattr(
+        Accelerator, "log", lambda self, values, step=None, **_: logged.update({step: values})
+    )
+    run("cuma", toy_config(log_every=10, routing_stats_every=2, max_steps=3), tmp_path)
+    assert sorted(logged) == [2, 3]  # step 2 recorded routing; step 3 is the last
+    assert any(key.startswith("routing/") for key in logged[2])
 
 
 @pytest.mark.parametrize(

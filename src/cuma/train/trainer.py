@@ -21,11 +21,14 @@ Choices that differ from the reference trainers (reference notes 3.1, 6.1 items 
 * A checkpoint stores the data position, optimizer, scheduler and RNG states; a resumed run replays the
   same batches with the same dropout masks and ends with bit-identical weights.
 * Existing checkpoints are never deleted at start: without ``resume`` they are an error.
+* A non-finite loss, or a finite loss with a non-finite gradient norm, stops the run and names the step
+  and the micro-batches (respondent and question ids when the collator passes them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -203,7 +206,8 @@ class _Loop:
                 self.history.append(logs)
                 bar.update(1)
                 bar.set_postfix(postfix(logs), refresh=False)
-                if self.global_step % self.config.log_every == 0 or self.global_step == plan.total_steps:
+                due = self.global_step % self.config.log_every == 0 or self.global_step == plan.total_steps
+                if due or any(key.startswith("routing/") for key in logs):  # routing is sparse: never drop it
                     acc.log(logs, step=self.global_step)
                 position = Position(self.global_step, epoch, consumed)
                 every = self.config.save_every
@@ -270,8 +274,11 @@ class _Loop:
         if bad:
             raise FloatingPointError(self._nan_message(step, micro, finite, first_index))
         logs = {"loss": ce_sum / answer_tokens, "aux_loss": aux_sum / (len(micro) * acc.num_processes)}
-        if self.config.max_grad_norm > 0:
-            logs["grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
+        # The norm is of the synchronised gradients: every process sees the same value and stops together.
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
+        logs["grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(), max_norm))
+        if not math.isfinite(logs["grad_norm"]):
+            raise FloatingPointError(self._grad_message(step, micro, first_index, logs["grad_norm"]))
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
         for group in self.optimizer.param_groups:
             logs[f"lr/{group['name']}"] = group["lr"]
@@ -292,6 +299,16 @@ class _Loop:
         return (
             f"non-finite loss at step {step}, micro-batch {first_index + i} of the epoch "
             f"(process {self.accelerator.process_index}): {_describe(micro[i])}"
+        )
+
+    def _grad_message(self, step: int, micro: list[dict[str, Any]], first_index: int, norm: float) -> str:
+        """Which micro-batches of this process fed a step whose loss was finite but gradient was not."""
+        acc, last = self.accelerator, first_index + len(micro) - 1
+        batches = "; ".join(f"[{first_index + i}] {_describe(batch)}" for i, batch in enumerate(micro))
+        return (
+            f"non-finite gradient norm ({norm}) with a finite loss at step {step}, micro-batches "
+            f"{first_index}-{last} of the epoch (process {acc.process_index}, gradients summed over "
+            f"{acc.num_processes} process(es)): {batches}"
         )
 
 
