@@ -8,7 +8,7 @@ from cuma.config import ExperimentConfig
 from cuma.methods import load_trained
 from cuma.models import load_base_model
 from cuma.train import list_checkpoints
-from cuma.train.cli import split_method
+from cuma.train.cli import load_config, split_method
 
 
 def test_method_from_flag_or_override():
@@ -28,13 +28,23 @@ def test_unknown_or_untrainable_method_stops_before_loading_anything(tmp_path):
         main(["train", "--config", str(config), "method=persona"])
 
 
+def test_overrides_apply_on_top_of_quick(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'run'}\n")
+    config = load_config(path, ["train.max_steps=2", "adapter_overrides.lora.rank=2"], quick=True)
+    assert (config.train.max_steps, config.model.name) == (2, "tiny-llama")
+    assert config.adapter_overrides == {"lora": {"rank": 2}}
+    assert config.output_dir == f"{tmp_path / 'run'}-quick"
+
+
 def test_quick_run_writes_a_loadable_checkpoint(tmp_path):
     AcceleratorState._reset_state(reset_partial_state=True)
     config = tmp_path / "c.yaml"
-    config.write_text("data: {dataset: gss-spending-2018, heldout_cells: {}}\n")
     out = tmp_path / "run"
-    main(["train", "--config", str(config), "--quick", "--method", "lora", f"output_dir={out}"])
+    config.write_text(f"data: {{dataset: gss-spending-2018, heldout_cells: {{}}}}\noutput_dir: {out}\n")
+    main(["train", "--config", str(config), "--quick", "--method", "lora", "train.max_steps=2"])
     run_dir = out.with_name("run-quick") / "train" / "lora-seed42"
     newest = list_checkpoints(run_dir / "checkpoints")[-1]
+    assert newest.name == "step-00000002"  # the override, not --quick's 4 steps
     base, _ = load_base_model("tiny-llama")
     assert load_trained(newest, base, ExperimentConfig()).name == "lora"

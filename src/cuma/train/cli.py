@@ -4,7 +4,8 @@
     cuma train --config configs/gss-cuma.yaml method=lora --resume
 
 The method is ``--method NAME`` or, equivalently, a ``method=NAME`` item among the overrides; the
-other overrides are the dotted ``section.field=value`` pairs of `cuma.config`. The data split and
+other overrides are the dotted ``section.field=value`` pairs of `cuma.config`; as in ``cuma compare``
+they apply on top of ``--quick``, so ``--quick train.max_steps=2`` runs two steps. The data split and
 sample are those of ``cuma compare`` (``data.*``), and the run goes to
 ``<output_dir>/train/<method>-seed<train.seed>``, where ``cuma compare --resume`` finds it too.
 """
@@ -44,8 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     method, overrides = split_method(args.method, args.overrides)
-    config = ExperimentConfig.from_yaml(args.config, overrides)
-    result = train_method(config, method, quick=args.quick, resume=args.resume)
+    config = load_config(args.config, overrides, quick=args.quick)
+    result = train_method(config, method, resume=args.resume)
     print(f"{method}: {result.global_step} steps, final loss {result.final_loss:.4f}")
     print(f"weights: {result.checkpoint} (cuma.methods.load_trained reads them)")
 
@@ -62,12 +63,19 @@ def split_method(flag: str | None, overrides: list[str]) -> tuple[str, list[str]
     return candidates[0], rest
 
 
-def train_method(
-    config: ExperimentConfig, method: str, quick: bool = False, resume: bool = False
-) -> TrainResult:
+def load_config(path: Path, overrides: list[str], quick: bool = False) -> ExperimentConfig:
+    """The YAML, then ``--quick``'s settings, then the overrides: what the user types always wins."""
+    config = ExperimentConfig.from_yaml(path)
+    if quick:
+        from cuma.compare.quick import quick_config
+
+        config = quick_config(config)
+    return config.with_overrides(overrides)
+
+
+def train_method(config: ExperimentConfig, method: str, resume: bool = False) -> TrainResult:
     """Load data, model and encoder as ``cuma compare`` does, build ``method`` and train it."""
     from cuma.compare.data import prepare_data
-    from cuma.compare.quick import quick_config
     from cuma.compare.run import make_encoder
     from cuma.data.collate import SFTCollator
     from cuma.methods import build_method, check_methods, get_method
@@ -77,8 +85,6 @@ def train_method(
     check_methods([method], config)
     if not get_method(method).trainable:
         raise SystemExit(f"cuma train: method {method!r} has nothing to train; evaluate it with cuma compare")
-    if quick:
-        config = quick_config(config)
     out = Path(config.output_dir) / "train" / f"{method}-seed{config.train.seed}"
     data = prepare_data(config.data)
     base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
