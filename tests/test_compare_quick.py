@@ -15,6 +15,7 @@ from cuma.compare.quick import quick_config
 from cuma.compare.report import TABLE_COLUMNS
 from cuma.compare.run import run_comparison
 from cuma.config import ExperimentConfig
+from cuma.models import load_base_model
 
 LLM_METHODS = ["base", "persona", "lora", "cuma"]
 REFERENCES = ["logistic", "majority", "cell-majority"]
@@ -127,15 +128,76 @@ def test_leftover_checkpoints_stop_a_new_run_before_any_work(tmp_path):
         run_comparison(config)
 
 
+def quick_settings(out: Path, *overrides: str) -> ExperimentConfig:
+    """The quick config with ``overrides`` on top (as `cuma compare --quick` applies them) into ``out``."""
+    config = quick_config(ExperimentConfig.from_yaml(DEFAULT_CONFIG))
+    return config.with_overrides([*overrides, f"output_dir={out}"])
+
+
+@pytest.fixture
+def no_model_work(monkeypatch):
+    """Make loading the base model or running a method fail the test: checks must come first."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("model work started before the config was checked")
+
+    monkeypatch.setattr("cuma.compare.run.load_base_model", forbidden)
+    monkeypatch.setattr("cuma.compare.run.MethodRunner", forbidden)
+
+
 @pytest.mark.parametrize(
-    ("override", "error"),
+    ("override", "kind", "error"),
     [
-        ("eval.main_group=shoe_size", r"eval\.main_group names unknown profile fields \['shoe_size'\]"),
-        ("eval.cell_fields=[party, planet]", r"eval\.cell_fields names unknown profile fields \['planet'\]"),
-        ("methods=[base, telepathy]", "unknown method 'telepathy'"),
+        (
+            "eval.main_group=shoe_size",
+            ValueError,
+            r"eval\.main_group names unknown profile fields \['shoe_size'\]",
+        ),
+        ("eval.cell_fields=[party, planet]", ValueError, r"eval\.cell_fields names unknown profile fields"),
+        ("methods=[base, telepathy]", ValueError, "unknown method 'telepathy'"),
+        (
+            "data.dataset=surveys/missing.yaml",
+            FileNotFoundError,
+            r"data\.dataset='surveys/missing\.yaml'.*missing",
+        ),
+        ("train.precision=fp16", ValueError, r"train\.precision='fp16'"),
+        ("train.schedule=zigzag", ValueError, r"train\.schedule='zigzag': expected one of \[.*'cosine'"),
+        ("train.warmup_ratio=0.1", ValueError, r"train\.schedule='constant' ignores warm-up"),
+        ("eval.padding_side=middle", ValueError, r"eval\.padding_side='middle'"),
+        ("eval.precision=fp8", ValueError, r"eval\.precision='fp8'"),
+        ("eval.routing_tokens=everything", ValueError, r"eval\.routing_tokens='everything'"),
+        ("adapter_overrides.cuma.top_k=9", ValueError, r"adapter_overrides\.cuma: CuMAConfig\.top_k=9"),
     ],
 )
-def test_bad_config_fails_before_any_model_work(tmp_path, override, error):
-    config = ExperimentConfig.from_yaml(DEFAULT_CONFIG, [override, f"output_dir={tmp_path / 'run'}"])
-    with pytest.raises(ValueError, match=error):
-        run_comparison(quick_config(config), quick=True)
+def test_bad_config_fails_before_any_model_work(tmp_path, no_model_work, override, kind, error):
+    config = quick_settings(tmp_path / "run", override)
+    with pytest.raises(kind, match=error):
+        run_comparison(config, quick=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_multi_token_option_letters_fail_before_any_method_runs(tmp_path, monkeypatch):
+    def load_with_wide_letters(name, dtype=None):
+        model, tokenizer = load_base_model(name, dtype=dtype)
+        encode = tokenizer.encode
+        tokenizer.encode = lambda text, **kwargs: encode(text, **kwargs) * (2 if text == "B" else 1)
+        return model, tokenizer
+
+    monkeypatch.setattr("cuma.compare.run.load_base_model", load_with_wide_letters)
+    monkeypatch.setattr("cuma.compare.run.MethodRunner", None)  # calling it would be a TypeError
+    config = quick_config(ExperimentConfig.from_yaml(DEFAULT_CONFIG, [f"output_dir={tmp_path / 'run'}"]))
+    with pytest.raises(
+        ValueError, match=r"survey 'gss-spending-2018', question '\w+': option letter is 2 tokens"
+    ):
+        run_comparison(config, quick=True)
+
+
+def test_resume_refuses_checkpoints_of_another_base_model_up_front(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "run" / "train" / "lora-seed42" / "checkpoints" / "step-00000004"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    (checkpoint / "method.json").write_text(json.dumps({"method": "lora", "base": {"model_type": "gpt2"}}))
+    monkeypatch.setattr("cuma.compare.run.MethodRunner", None)
+    config = quick_settings(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"method\.json: written for base model \{'model_type': 'gpt2'\}"):
+        run_comparison(config, resume=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,9 +72,21 @@ class ComparisonData:
 
 
 def load_survey(dataset: str) -> Survey:
-    """A built-in survey name, a survey spec ``.yaml`` or a prepared WorldValuesBench directory."""
-    path = Path(dataset)
-    data = load("worldvaluesbench", path) if path.is_dir() else load(dataset)
+    """A built-in survey name, a survey spec ``.yaml`` or a prepared WorldValuesBench directory.
+
+    A value that looks like a path (a separator, a ``.yaml`` suffix, a leading ``.`` or ``~``) must
+    exist: a mistyped path is reported as such, not as an unknown dataset name.
+    """
+    path = Path(dataset).expanduser()
+    is_path = (
+        "/" in dataset
+        or os.sep in dataset
+        or dataset.startswith((".", "~"))
+        or path.suffix in (".yaml", ".yml")
+    )
+    if is_path and not path.exists():
+        raise FileNotFoundError(f"data.dataset={dataset!r}: no such file or directory {path.absolute()}")
+    data = load("worldvaluesbench", path) if path.is_dir() else load(str(path) if is_path else dataset)
     if not isinstance(data, Survey):
         raise ValueError(f"data.dataset={dataset!r} is not a survey; compare scores multiple-choice surveys")
     return data

@@ -64,7 +64,7 @@ class MethodRunner:
     Attributes:
         fields: profile fields the group metrics use; ``main_group`` the one for macro accuracy.
         cell_fields: the cell-majority reference's cell.
-        train_root: where each trained method's checkpoints go (``<name>-seed<seed>``).
+        train_root: where each trained method's checkpoints go (`train_dir`).
         resume: continue training from checkpoints found there.
     """
 
@@ -107,7 +107,7 @@ class MethodRunner:
                     examples,
                     collate,
                     config.train,
-                    self.train_root / f"{name}-seed{seed}",
+                    train_dir(self.train_root, name, seed),
                     resume=self.resume,
                 )
             train_seconds = self.clock.timings[stage]
@@ -181,6 +181,11 @@ class MethodRunner:
             "metrics": metrics,
         }
         return MethodResult(run, predictions)
+
+
+def train_dir(train_root: Path, name: str, seed: int) -> Path:
+    """Where method ``name`` trained with ``seed`` keeps its checkpoints."""
+    return train_root / f"{name}-seed{seed}"
 
 
 def parameter_count(prepared: PreparedModel) -> tuple[int, float]:

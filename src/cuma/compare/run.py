@@ -25,16 +25,14 @@ from cuma.compare.data import SPLITS, ComparisonData, prepare_data
 from cuma.compare.environment import machine, versions
 from cuma.compare.figures import make_figures
 from cuma.compare.methods_run import MethodRunner, Stopwatch
+from cuma.compare.preflight import check_fields, check_fresh, check_letters, check_resume, check_settings
 from cuma.compare.quick import RANDOM_ENCODER, RandomProfileEncoder
 from cuma.compare.report import write_report
 from cuma.config import ExperimentConfig, ModelConfig
 from cuma.data.render import render_prompt
 from cuma.evaluation.topology import RoutingTrace
-from cuma.methods import check_methods, get_method
 from cuma.models import load_base_model
 from cuma.reference_baselines import REFERENCE_BASELINES
-from cuma.train.checkpoint import list_checkpoints
-from cuma.train.trainer import CHECKPOINT_DIR
 
 logger = logging.getLogger("cuma.compare")
 
@@ -45,16 +43,18 @@ def run_comparison(config: ExperimentConfig, quick: bool = False, resume: bool =
     ``quick`` marks a config made by `quick_config`: the report says so, and training checkpoints go to a
     temporary directory that is deleted afterwards. Otherwise they stay in ``<output_dir>/train``, and
     ``resume`` continues from them; without it, leftover checkpoints are an error before any work, so a
-    changed config never silently reuses old weights.
+    changed config never silently reuses old weights. Every setting is checked before any model work
+    (`cuma.compare.preflight`).
     """
     methods = list(dict.fromkeys([*config.methods, *REFERENCE_BASELINES]))
-    check_methods(methods, config)
+    check_settings(config, methods)
     with contextlib.ExitStack() as stack:
         if quick:
             train_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cuma-quick-train-")))
         else:
             train_root = Path(config.output_dir) / "train"
-            _check_fresh(train_root, config, methods, resume)
+            if not resume:
+                check_fresh(train_root, config, methods)
         return _compare(config, methods, train_root, quick, resume)
 
 
@@ -78,9 +78,12 @@ def _compare(
         data = prepare_data(config.data)
     fields = config.eval.group_fields or data.survey.profile_fields
     main_group = config.eval.main_group or fields[0]
-    _check_fields(config, fields, main_group, data.survey.profile_fields)
+    check_fields(config, fields, main_group, data.survey.profile_fields)
     with clock.stage(f"load base model {config.model.name}"):
         base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
+    check_letters(tokenizer, data)
+    if resume:
+        check_resume(train_root, config, methods, base)
     with clock.stage(f"encode profiles ({config.model.encoder})"):
         encoder = make_encoder(config.model)
         data = data.with_embeddings(encoder)
@@ -159,33 +162,6 @@ def _prompt_lengths(tokenizer: Any, data: ComparisonData) -> list[int]:
     return [
         len(render_prompt(tokenizer, ex.prompt_messages)) for split in SPLITS for ex in data.splits[split]
     ]
-
-
-def _check_fields(config: ExperimentConfig, fields: list[str], main_group: str, known: list[str]) -> None:
-    chosen = {
-        "group_fields": fields,
-        "main_group": [main_group],
-        "cell_fields": config.eval.cell_fields or [],
-    }
-    for name, values in chosen.items():
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"eval.{name} names unknown profile fields {unknown}; known: {known}")
-
-
-def _check_fresh(train_root: Path, config: ExperimentConfig, methods: list[str], resume: bool) -> None:
-    """Refuse, before any work, to train over checkpoints an earlier run left unless resuming."""
-    if resume:
-        return
-    for name in methods:
-        if get_method(name).trainable:
-            for seed in config.seeds:
-                found = list_checkpoints(train_root / f"{name}-seed{seed}" / CHECKPOINT_DIR)
-                if found:
-                    raise FileExistsError(
-                        f"{found[-1]} is left from an earlier run; pass --resume to continue it "
-                        "or choose another output_dir"
-                    )
 
 
 def _save_predictions(out: Path, name: str, seed: int, preds: dict[str, pd.DataFrame]) -> None:
