@@ -4,8 +4,10 @@ import errno
 import json
 
 import pytest
+import torch
 
 from cuma.train import checkpoint, list_checkpoints
+from cuma.train.optim import build_optimizer
 from train_toys import run, toy_config
 
 
@@ -59,3 +61,27 @@ def test_checkpoint_holds_data_position_and_scheduler(tmp_path):
     # 5 micro-batches per epoch in groups of 2, 2, 1: step 4 is the first step of epoch 1.
     assert state["position"] == {"global_step": 4, "epoch": 1, "batch_in_epoch": 2}
     assert state["scheduler"]["last_epoch"] == 4
+
+
+class OtherProcessFails:
+    """A main process whose peer failed while saving: the agreement after each phase reports one failure."""
+
+    is_main_process, process_index, device = True, 0, torch.device("cpu")
+
+    def wait_for_everyone(self):
+        pass
+
+    def reduce(self, tensor, reduction):
+        return tensor + 1
+
+
+def test_a_save_that_fails_on_another_process_raises_here_instead_of_waiting(tmp_path):
+    config = toy_config(max_steps=1)
+    prepared, _ = run("lora", config, tmp_path / "run")
+    optimizer = build_optimizer(prepared.parameter_groups(), config.train)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    position = checkpoint.Position(global_step=1, epoch=0, batch_in_epoch=2)
+    root = tmp_path / "checkpoints"
+    with pytest.raises(RuntimeError, match="failed on another process"):
+        checkpoint.save_checkpoint(OtherProcessFails(), root, prepared, optimizer, scheduler, position, {}, 2)
+    assert list(root.iterdir()) == []  # the half-written temp dir is removed

@@ -9,7 +9,9 @@ Layout of ``<output_dir>/checkpoints/step-00000012/``::
 
 A checkpoint is written into ``.tmp-step-...`` in the same directory, fsynced, then renamed into place,
 so a failed save (a full disk) leaves the previous checkpoint as it was. Nothing is pickled: tensors go
-to safetensors, everything else to JSON.
+to safetensors, everything else to JSON. With several processes, each phase of a save ends with the
+processes agreeing on its outcome, so a failure on one process raises on all instead of leaving the
+others waiting at a barrier.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,13 +68,15 @@ def save_checkpoint(
     """Write a checkpoint atomically and prune all but the ``keep`` newest; returns its path."""
     name = f"{PREFIX}{position.global_step:08d}"
     final, tmp = root / name, root / f"{TMP_PREFIX}{name}"
-    if accelerator.is_main_process:
+    main = accelerator.is_main_process
+    if main:
         shutil.rmtree(tmp, ignore_errors=True)  # debris of an earlier failed save
-        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    try:
+
+    def write() -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
         _save_rng(tmp, accelerator.process_index)
-        if accelerator.is_main_process:
+        if main:
             prepared.save(tmp)
             _save_optimizer(tmp, optimizer)
             state = {
@@ -80,19 +85,38 @@ def save_checkpoint(
                 "run_shape": run_shape,
             }
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def commit() -> None:
+        if main:
+            _fsync_tree(tmp)
+            _replace_dir(tmp, final)
+            if keep is not None:
+                for old in list_checkpoints(root)[:-keep]:
+                    shutil.rmtree(old)
+
+    try:
+        _on_all_processes(accelerator, write, f"writing {tmp}")
     except BaseException:
-        if accelerator.is_main_process:
+        if main:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _fsync_tree(tmp)
-        _replace_dir(tmp, final)
-        if keep is not None:
-            for old in list_checkpoints(root)[:-keep]:
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
+    _on_all_processes(accelerator, commit, f"moving {tmp} into place")
     return final
+
+
+def _on_all_processes(accelerator: Accelerator, work: Callable[[], None], what: str) -> None:
+    """Run ``work`` here, then agree with the other processes (this is the barrier): if it failed on any
+    process, every process raises, the failing one with its own error."""
+    error: Exception | None = None
+    try:
+        work()
+    except Exception as exc:  # re-raised below, once every process knows
+        error = exc
+    failed = accelerator.reduce(torch.tensor(float(error is not None), device=accelerator.device), "sum")
+    if error is not None:
+        raise error
+    if failed.item():
+        raise RuntimeError(f"{what} failed on another process; see its error")
 
 
 def load_checkpoint(
