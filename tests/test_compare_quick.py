@@ -102,6 +102,30 @@ def test_csv_and_html_carry_the_same_table(report, results):
         assert cell in page
 
 
+def mean(values: pd.Series) -> float | None:
+    """The mean of the defined values; None (as in results.json) when there are none."""
+    return None if values.dropna().empty else values.mean()
+
+
+def test_per_question_tables_are_linked_and_average_to_the_reported_means(report, results):
+    page = (report / "report.md").read_text()
+    for run in results["runs"]:
+        for split, metrics in run["metrics"].items():
+            path = run["tables"]["distribution"][split]
+            assert f"]({path})" in page
+            table = pd.read_csv(report / path)
+            population = table[table["field"] == "(all)"]
+            assert len(population) == metrics["n_questions"]
+            assert mean(population["prob_js"]) == pytest.approx(metrics["prob_js_mean"])
+            assert mean(population["argmax_emd"]) == pytest.approx(metrics["argmax_emd_mean"])
+            groups = table[table["field"] != "(all)"]
+            assert mean(groups["argmax_tv"]) == pytest.approx(metrics["argmax_tv_group_mean"])
+            entropy = pd.read_csv(report / run["tables"]["entropy"][split])
+            assert f"]({run['tables']['entropy'][split]})" in page
+            assert entropy["pred_entropy"].mean() == pytest.approx(metrics["pred_entropy_mean"])
+            assert entropy["collapsed"].mean() == pytest.approx(metrics["collapse_rate"])
+
+
 def test_held_out_cells_are_only_in_the_zero_shot_split(report):
     predictions = report / "predictions"
     heldout = pd.read_parquet(predictions / "persona-seed42-heldout.parquet")

@@ -3,7 +3,8 @@
 ``results`` (what the driver collects, stored verbatim as results.json) holds ``title``, ``created``,
 ``quick``, ``config``, ``versions``, ``machine``, ``data`` (sizes, lengths, held-out cells), ``timings``,
 ``runs`` (one entry per method and seed with its metrics per split), ``aggregate`` (per method: mean and
-std over seeds of every number) and ``figures``. The table is derived from ``aggregate`` by
+std over seeds of every number) and ``figures``; each run names its per-question CSVs under ``tables/``
+(`cuma.compare.tables`), which report.md links. The table is derived from ``aggregate`` by
 :func:`build_table`, so every cell of report.md / report.html / results.csv is a number in results.json.
 """
 
@@ -13,7 +14,7 @@ import base64
 import html
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ TABLE_NOTES = (
     "Collapse rate: share of questions where every respondent gets the same answer.",
     "Group JS: mean over (question, group) of the Jensen–Shannon distance between the group's mean "
     "predicted distribution and its human answer distribution.",
+)
+TABLES_NOTE = (
+    "distribution: per question and group (population rows have field and group '(all)'), EMD, JS and TV "
+    "of the mean predicted (prob) and the argmax distribution against the human one; entropy: per question, "
+    "entropy in bits of the argmax answers, the mean predicted distribution and the human answers."
 )
 
 
@@ -118,6 +124,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     lines += [f"- {line}" for line in _settings(results)]
     lines += ["", "## Timings (seconds)", ""]
     lines += _markdown_table(["Stage", "Seconds"], [[k, f"{v:.1f}"] for k, v in results["timings"].items()])
+    lines += ["", "## Per-question tables (CSV)", "", TABLES_NOTE, ""]
+    lines += [f"- {_table_links(run, lambda text, path: f'[{text}]({path})')}" for run in results["runs"]]
     for figure in results.get("figures", []):
         lines += ["", f"### {figure['title']}", "", f"![{figure['title']}]({figure['file']})"]
     lines += ["", "Configs, package versions and machine details: results.json.", ""]
@@ -130,6 +138,10 @@ def render_html(results: Mapping[str, Any], out_dir: Path) -> str:
     table = results["table"]
     head = "".join(f"<th>{esc(c)}</th>" for c in table["columns"])
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table["rows"])
+
+    def link(text: str, path: str) -> str:
+        return f"<a href='{esc(path)}'>{esc(text)}</a>"
+
     timing_rows = "".join(
         f"<tr><td>{esc(k)}</td><td>{v:.1f}</td></tr>" for k, v in results["timings"].items()
     )
@@ -150,6 +162,9 @@ def render_html(results: Mapping[str, Any], out_dir: Path) -> str:
         + "</ul><h2>Data and settings</h2><ul>"
         + "".join(f"<li>{esc(line)}</li>" for line in _settings(results))
         + f"</ul><h2>Timings (seconds)</h2><table><tbody>{timing_rows}</tbody></table>"
+        + f"<h2>Per-question tables (CSV)</h2><p>{esc(TABLES_NOTE)}</p><ul>"
+        + "".join(f"<li>{_table_links(run, link)}</li>" for run in results["runs"])
+        + "</ul>"
         + figures
         + "<h2>Configuration</h2><pre>"
         + esc(json.dumps(_jsonable(results["config"]), indent=2))
@@ -199,6 +214,15 @@ def _settings(results: Mapping[str, Any]) -> list[str]:
         f"Training: {steps}, batch {train['batch_size']} x {train['grad_accum']} accumulation, "
         f"lr {train['lr']}, {train['precision']}; scoring in {results['config']['eval']['precision']}",
     ]
+
+
+def _table_links(run: Mapping[str, Any], link: Callable[[str, str], str]) -> str:
+    """A run's label and table files, ``kind`` then ``link(split, path)`` per split."""
+    files = "; ".join(
+        f"{kind} " + ", ".join(link(split, path) for split, path in paths.items())
+        for kind, paths in run["tables"].items()
+    )
+    return f"{run['method']} (seed {run['seed']}): {files}"
 
 
 def markdown_table(results_json: Path) -> list[str]:

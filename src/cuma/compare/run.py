@@ -28,6 +28,7 @@ from cuma.compare.methods_run import MethodRunner, Stopwatch
 from cuma.compare.preflight import check_fields, check_fresh, check_letters, check_resume, check_settings
 from cuma.compare.quick import RANDOM_ENCODER, RandomProfileEncoder
 from cuma.compare.report import write_report
+from cuma.compare.tables import write_tables
 from cuma.config import ExperimentConfig, ModelConfig
 from cuma.data.render import render_prompt
 from cuma.evaluation.topology import RoutingTrace
@@ -109,6 +110,7 @@ def _compare(
             result = runner.run(name, seed)
             runs.append(result.run)
             _save_predictions(out, name, seed, result.predictions)
+            result.run["tables"] = write_tables(out, name, seed, result.predictions, fields)
             if seed == first:
                 predictions[name] = result.predictions
                 if result.routing is not None:
