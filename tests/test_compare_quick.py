@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cuma.adapter import CuMAConfig
 from cuma.cli import main
 from cuma.compare.cli import DEFAULT_CONFIG
-from cuma.compare.quick import quick_config
+from cuma.compare.quick import RandomProfileEncoder, quick_config
 from cuma.compare.report import TABLE_COLUMNS
 from cuma.compare.run import run_comparison
 from cuma.config import ExperimentConfig
@@ -69,6 +70,18 @@ def test_every_method_and_reference_is_scored_on_both_splits(results):
     assert params["base"] == params["persona"] == 0 and params["lora"] > 0 and params["cuma"] > 0
     assert results["topology"]["cuma"]["experts"] == 8
     assert set(results["timings"]) >= {"load and split data", "cuma seed 42: train", "total"}
+
+
+def test_runs_record_each_methods_resolved_settings(report, results):
+    runs = {run["method"]: run for run in results["runs"]}
+    expected = CuMAConfig.from_preset("lora", rank=64, alpha=128).to_dict()  # the default config's overrides
+    assert runs["lora"]["adapter_config"] == json.loads(json.dumps(expected))
+    assert runs["cuma"]["adapter_config"]["demographic_input_dim"] == RandomProfileEncoder().dim
+    assert runs["base"]["adapter_config"] is None and runs["majority"]["adapter_config"] is None
+    assert runs["cell-majority"]["settings"]["fields"] == ["party", "race"]
+    machine = results["machine"]
+    line = f"{machine['cpu_count']} CPU cores, {machine['torch_threads']} torch threads, GPU: "
+    assert line + (machine["cuda"] or "none") in (report / "report.md").read_text()
 
 
 def test_markdown_table_matches_results_json(report, results):

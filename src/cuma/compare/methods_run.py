@@ -141,10 +141,13 @@ class MethodRunner:
                 )
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
                 logger.info("%s seed %d %s: accuracy %.3f", name, seed, split, metrics[split]["accuracy"])
+        identity = prepared.identity()
         run = {
             "method": name,
             "seed": seed,
             "kind": prepared.spec.kind,
+            "adapter_config": identity["adapter_config"],  # preset defaults with adapter_overrides applied
+            "settings": identity["settings"],
             "persona_in_prompt": persona,
             "uses_demographics": prepared.uses_demographics,
             "trainable_params": trainable,
@@ -162,18 +165,19 @@ class MethodRunner:
         start = time.perf_counter()
         train_frame = examples_frame(self.data.splits["train"])
         features = self.cell_fields if name == "cell-majority" else self.fields
+        settings = BaselineConfig(seed=seed)
         predictions, metrics = {}, {}
         for split in EVAL_SPLITS:
             if self.data.splits[split]:
                 test_frame = examples_frame(self.data.splits[split])
-                predictions[split] = REFERENCE_BASELINES[name](
-                    train_frame, test_frame, features, BaselineConfig(seed=seed)
-                )
+                predictions[split] = REFERENCE_BASELINES[name](train_frame, test_frame, features, settings)
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
         run = {
             "method": name,
             "seed": seed,
             "kind": "reference",
+            "adapter_config": None,
+            "settings": {**dataclasses.asdict(settings), "fields": features},
             "trainable_params": None,
             "trainable_pct": None,
             "train_seconds": None,

@@ -2,7 +2,8 @@
 
 ``results`` (what the driver collects, stored verbatim as results.json) holds ``title``, ``created``,
 ``quick``, ``config``, ``versions``, ``machine``, ``data`` (sizes, lengths, held-out cells), ``timings``,
-``runs`` (one entry per method and seed with its metrics per split), ``aggregate`` (per method: mean and
+``runs`` (one entry per method and seed: its resolved ``adapter_config`` and build ``settings``, its
+metrics per split), ``aggregate`` (per method: mean and
 std over seeds of every number) and ``figures``; each run names its per-question CSVs under ``tables/``
 (`cuma.compare.tables`), which report.md links. The table is derived from ``aggregate`` by
 :func:`build_table`, so every cell of report.md / report.html / results.csv is a number in results.json.
@@ -196,7 +197,7 @@ def _intro(results: Mapping[str, Any]) -> list[str]:
 
 
 def _settings(results: Mapping[str, Any]) -> list[str]:
-    data, train = results["data"], results["config"]["train"]
+    data, train, machine = results["data"], results["config"]["train"], results["machine"]
     steps = (
         f"at most {train['max_steps']} optimizer steps"
         if train["max_steps"]
@@ -213,6 +214,8 @@ def _settings(results: Mapping[str, Any]) -> list[str]:
         f"{data['longest_prompt']} (data.max_length {data['max_length']}; nothing is truncated)",
         f"Training: {steps}, batch {train['batch_size']} x {train['grad_accum']} accumulation, "
         f"lr {train['lr']}, {train['precision']}; scoring in {results['config']['eval']['precision']}",
+        f"Machine: {machine['processor']}, {machine['cpu_count']} CPU cores, {machine['torch_threads']} "
+        f"torch threads, GPU: {machine['cuda'] or 'none'}",
     ]
 
 
