@@ -31,16 +31,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from cuma.compare.environment import process_state
     from cuma.compare.quick import quick_config
     from cuma.compare.report import markdown_table
     from cuma.compare.run import run_comparison
     from cuma.config import ExperimentConfig
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # Under `accelerate launch` every process runs this; only the main one logs and prints.
+    main_process = process_state().is_main_process
+    logging.basicConfig(
+        level=logging.INFO if main_process else logging.WARNING,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     config = ExperimentConfig.from_yaml(args.config or DEFAULT_CONFIG)
     if args.quick:
         config = quick_config(config)
     config = config.with_overrides(args.overrides)
     out = run_comparison(config, quick=args.quick, resume=args.resume)
-    print("\n".join(markdown_table(out / "results.json")))
-    print(f"\nreport: {out / 'report.md'} and {out / 'report.html'}")
+    if main_process:
+        print("\n".join(markdown_table(out / "results.json")))
+        print(f"\nreport: {out / 'report.md'} and {out / 'report.html'}")

@@ -1,4 +1,4 @@
-"""What a report records about where it ran: package versions and the machine."""
+"""Where a comparison runs: its processes, and what the report records (package versions, machine)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,19 @@ from importlib import metadata
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 
 PACKAGES = ("cuma", "torch", "transformers", "peft", "accelerate", "numpy", "pandas", "scikit-learn", "scipy")
+
+
+def process_state() -> PartialState:
+    """This run's processes as the trainer's ``Accelerator`` sees them.
+
+    The state is shared by every later ``Accelerator``, so it is made with the same CPU flag that
+    ``accelerate launch --cpu`` sets; otherwise a multi-process CPU run would fall back to one process.
+    """
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def versions() -> dict[str, str]:
@@ -29,6 +40,7 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "processes": process_state().num_processes,
     }
     if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
         info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)

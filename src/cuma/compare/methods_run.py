@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from cuma.compare.data import EVAL_SPLITS, SPLITS, ComparisonData
+from cuma.compare.environment import process_state
 from cuma.config import ExperimentConfig
 from cuma.data.collate import SFTCollator
 from cuma.data.examples import examples_frame
@@ -111,8 +112,8 @@ class MethodRunner:
                     resume=self.resume,
                 )
             train_seconds = self.clock.timings[stage]
-        # Training (accelerate) already runs on the accelerator when there is one; scoring follows it.
-        prepared.to("cuda" if torch.cuda.is_available() else "cpu")
+        # Training (accelerate) already runs on this process's device; scoring follows it.
+        prepared.to(process_state().device)
         predictions, metrics, collectors = {}, {}, {}
         stage = f"{name} seed {seed}: score"
         with self.clock.stage(stage):

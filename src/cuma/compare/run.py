@@ -5,6 +5,11 @@ if it has weights to train, score the random test split and the held-out profile
 the predictions with every survey metric (`cuma.compare.methods_run`). The non-LLM references
 (population majority, cell majority, logistic regression) always run on the same splits, listed or not,
 because they are what the LLM methods must beat. The splits depend on ``data.seed`` only.
+
+Under ``accelerate launch`` every process runs this driver: training is data-parallel (`cuma.train`),
+scoring is repeated on each process's device (it is cheap next to training), and only the main process
+writes files; ``cuma compare`` logs on the main process only. The processes share one machine: the quick
+run's temporary checkpoint folder is made by the main process and its name broadcast to the others.
 """
 
 from __future__ import annotations
@@ -12,17 +17,20 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from accelerate.utils import broadcast_object_list
 
 from cuma.compare.data import SPLITS, ComparisonData, prepare_data
-from cuma.compare.environment import machine, versions
+from cuma.compare.environment import machine, process_state, versions
 from cuma.compare.figures import make_figures
 from cuma.compare.methods_run import MethodRunner, Stopwatch
 from cuma.compare.preflight import check_fields, check_fresh, check_letters, check_resume, check_settings
@@ -49,14 +57,26 @@ def run_comparison(config: ExperimentConfig, quick: bool = False, resume: bool =
     """
     methods = list(dict.fromkeys([*config.methods, *REFERENCE_BASELINES]))
     check_settings(config, methods)
-    with contextlib.ExitStack() as stack:
-        if quick:
-            train_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cuma-quick-train-")))
-        else:
-            train_root = Path(config.output_dir) / "train"
-            if not resume:
-                check_fresh(train_root, config, methods)
-        return _compare(config, methods, train_root, quick, resume)
+    if quick:
+        with _shared_temporary_dir("cuma-quick-train-") as train_root:
+            return _compare(config, methods, train_root, quick, resume)
+    train_root = Path(config.output_dir) / "train"
+    if not resume:
+        check_fresh(train_root, config, methods)
+    return _compare(config, methods, train_root, quick, resume)
+
+
+@contextlib.contextmanager
+def _shared_temporary_dir(prefix: str) -> Iterator[Path]:
+    """A temporary folder every process uses: the main process makes it, and removes it at the end."""
+    state = process_state()
+    name = [tempfile.mkdtemp(prefix=prefix) if state.is_main_process else None]
+    broadcast_object_list(name)
+    try:
+        yield Path(name[0])
+    finally:
+        if state.is_main_process:
+            shutil.rmtree(name[0], ignore_errors=True)
 
 
 def make_encoder(config: ModelConfig) -> Any:
@@ -105,36 +125,39 @@ def _compare(
     runs: list[dict[str, Any]] = []
     predictions: dict[str, dict[str, pd.DataFrame]] = {}
     routing: dict[str, RoutingTrace] = {}
+    state = process_state()
     for seed in config.seeds:
         for name in methods:
             result = runner.run(name, seed)
             runs.append(result.run)
-            _save_predictions(out, name, seed, result.predictions)
-            result.run["tables"] = write_tables(out, name, seed, result.predictions, fields)
+            if state.is_main_process:
+                _save_predictions(out, name, seed, result.predictions)
+                result.run["tables"] = write_tables(out, name, seed, result.predictions, fields)
             if seed == first:
                 predictions[name] = result.predictions
                 if result.routing is not None:
                     routing[name] = result.routing
-
-    with clock.stage("figures and report"):
-        figures, topology = make_figures(out, predictions, routing, main_group, first)
-        clock.timings["total"] = time.perf_counter() - started
-        results = {
-            "title": f"CuMA comparison on {config.data.dataset}" + (" (quick)" if quick else ""),
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
-            "quick": quick,
-            "config": config.to_dict(),
-            "versions": versions(),
-            "machine": machine(),
-            "data": _data_summary(config, data, fields, main_group, _prompt_lengths(tokenizer, data)),
-            "timings": clock.timings,
-            "runs": runs,
-            "topology": topology,
-            "figures": figures,
-        }
-        write_report(results, out)
-    logger.info("report written to %s (total %.1f s)", out / "report.md", time.perf_counter() - started)
+    if state.is_main_process:
+        with clock.stage("figures and report"):
+            figures, topology = make_figures(out, predictions, routing, main_group, first)
+            clock.timings["total"] = time.perf_counter() - started
+            results = {
+                "title": f"CuMA comparison on {config.data.dataset}" + (" (quick)" if quick else ""),
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "command": " ".join(sys.argv),
+                "quick": quick,
+                "config": config.to_dict(),
+                "versions": versions(),
+                "machine": machine(),
+                "data": _data_summary(config, data, fields, main_group, _prompt_lengths(tokenizer, data)),
+                "timings": clock.timings,
+                "runs": runs,
+                "topology": topology,
+                "figures": figures,
+            }
+            write_report(results, out)
+        logger.info("report written to %s (total %.1f s)", out / "report.md", time.perf_counter() - started)
+    state.wait_for_everyone()  # every process returns once the report exists
     return out
 
 
