@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 from transformers import SchedulerType
 
+from cuma.adapter import CuMAConfig
 from cuma.compare.data import ComparisonData
 from cuma.compare.methods_run import train_dir
 from cuma.config import EvalConfig, ExperimentConfig, TrainConfig
@@ -37,22 +38,7 @@ def check_settings(config: ExperimentConfig, methods: Sequence[str]) -> None:
         _check_schedule(config.train)
     _check_eval(config.eval, few_shot="few-shot" in methods)
     for name in methods:
-        adapter_config(name, config)
-
-
-def adapter_config(name: str, config: ExperimentConfig) -> Any:
-    """Method ``name``'s CuMAConfig (its preset with ``adapter_overrides``), or None for other kinds."""
-    spec = get_method(name)
-    if spec.kind != "adapter":
-        return None
-    from cuma.adapter import CuMAConfig
-
-    try:
-        return CuMAConfig.from_preset(
-            spec.preset, **method_overrides(spec, config.adapter_overrides.get(name, {}))
-        )
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"adapter_overrides.{name}: {err}") from None
+        _check_adapter(name, config)
 
 
 def check_fields(config: ExperimentConfig, fields: list[str], main_group: str, known: list[str]) -> None:
@@ -108,6 +94,18 @@ def check_letters(tokenizer: Any, data: ComparisonData) -> None:
             letter_token_ids(tokenizer, letters)
         except ValueError as err:
             raise ValueError(f"survey {data.survey.name!r}, question {ex.question_id!r}: {err}") from None
+
+
+def _check_adapter(name: str, config: ExperimentConfig) -> None:
+    """An adapter method's preset with its ``adapter_overrides`` is a valid `CuMAConfig`."""
+    spec = get_method(name)
+    if spec.kind != "adapter":
+        return
+    overrides = method_overrides(spec, config.adapter_overrides.get(name, {}))
+    try:
+        CuMAConfig.from_preset(spec.preset, **overrides)
+    except ValueError as err:
+        raise ValueError(f"adapter_overrides.{name}: {err}") from None
 
 
 def _check_schedule(config: TrainConfig) -> None:
