@@ -125,7 +125,10 @@ def train(
     finally:
         accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # undo the autocast patch on forward
         prepared.eval()
-        accelerator.end_training()
+        # Close only this run's trackers: `end_training` would also tear down the process group that the
+        # next method of a multi-process `cuma compare` still needs.
+        for tracker in accelerator.trackers:
+            tracker.finish()
     return TrainResult(output_dir, last, loop.global_step, plan, loop.history)
 
 
