@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
 
 from cuma.adapter import CuMAConfig, MixtureLoRALinear, Router, RoutingState
+from cuma.adapter.router import router_aux_loss, routing_weights
 
 IN, OUT, DEMO = 12, 10, 6
 
@@ -26,8 +29,28 @@ CASES = [
 ]
 
 
-def naive_forward(layer: MixtureLoRALinear, router: Router | None, x: torch.Tensor, d: torch.Tensor | None):
-    """Token by token: concatenate [h ; d] for the router, pick experts by Python sorting, add B_e A_e x."""
+def naive_router(
+    router: Router, h: torch.Tensor, d: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token's router (logits, softmax) from the concatenated [h ; d], as the paper writes it."""
+    c = router.config
+    parts = [(router.hidden_proj, h)] if "hidden" in c.router_inputs else []
+    parts += [(router.demographic_proj, d)] if "demographic" in c.router_inputs else []
+    weight = torch.cat([proj.weight for proj, _ in parts], dim=1)
+    z = weight @ torch.cat([v for _, v in parts]) + router.bias
+    for linear in router.head:
+        z = linear.weight @ torch.relu(z) + linear.bias
+    return z, torch.softmax(z, dim=0)
+
+
+def naive_top_k(p: torch.Tensor, k: int) -> list[int]:
+    return sorted(range(len(p)), key=lambda e: -p[e].item())[:k]
+
+
+def naive_forward(
+    layer: MixtureLoRALinear, router: Router | None, x: torch.Tensor, d: torch.Tensor | None
+) -> torch.Tensor:
+    """Token by token: route on [h ; d], pick experts by Python sorting, add each B_e A_e x."""
     c = layer.config
     rows = []
     for b in range(x.shape[0]):
@@ -36,17 +59,11 @@ def naive_forward(layer: MixtureLoRALinear, router: Router | None, x: torch.Tens
             y = layer.base_layer.weight @ h + layer.base_layer.bias
             weights = {0: torch.tensor(1.0, dtype=x.dtype)}
             if router is not None:
-                parts = [(router.hidden_proj, h)] if "hidden" in c.router_inputs else []
-                parts += [(router.demographic_proj, d[b])] if "demographic" in c.router_inputs else []
-                weight = torch.cat([proj.weight for proj, _ in parts], dim=1)
-                z = weight @ torch.cat([v for _, v in parts]) + router.bias
-                for linear in router.head:
-                    z = linear.weight @ torch.relu(z) + linear.bias
-                p = torch.softmax(z, dim=0)
+                _, p = naive_router(router, h, None if d is None else d[b])
                 if c.routing == "soft":
                     weights = {e: p[e] for e in range(c.num_experts)}
                 else:
-                    chosen = sorted(range(c.num_experts), key=lambda e: -p[e].item())[: c.top_k]
+                    chosen = naive_top_k(p, c.top_k)
                     picked = torch.stack([p[e] for e in chosen])
                     w = picked / picked.sum() if c.top_k_weights == "normalize" else torch.softmax(picked, 0)
                     weights = dict(zip(chosen, w, strict=True))
@@ -58,7 +75,7 @@ def naive_forward(layer: MixtureLoRALinear, router: Router | None, x: torch.Tens
     return torch.stack(rows).view(*x.shape[:-1], -1)
 
 
-def build(preset: str, overrides: dict):
+def build(preset: str, overrides: dict[str, Any]) -> tuple[CuMAConfig, MixtureLoRALinear, nn.ModuleDict]:
     experts = {} if preset == "lora" else {"num_experts": 4}
     config = CuMAConfig.from_preset(
         preset, rank=3, router_hidden_size=5, demographic_input_dim=DEMO, **experts, **overrides
@@ -79,7 +96,7 @@ def grads(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize(("preset", "overrides"), CASES)
-def test_layer_matches_naive_loop(preset: str, overrides: dict) -> None:
+def test_layer_matches_naive_loop(preset: str, overrides: dict[str, Any]) -> None:
     config, layer, routers = build(preset, overrides)
     x = torch.randn(2, 5, IN, dtype=torch.float64, requires_grad=True)
     d = torch.randn(2, DEMO, dtype=torch.float64)
@@ -98,7 +115,64 @@ def test_layer_matches_naive_loop(preset: str, overrides: dict) -> None:
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
     for fast_grad, slow_grad in zip(fast_grads, slow_grads, strict=True):
         torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-9, atol=1e-10)
-    assert any(g.abs().sum() > 0 for g in fast_grads[3:]) or not config.has_router or config.top_k == 1
+    router_grads = fast_grads[3:]
+    if not config.has_router:
+        assert not router_grads
+    elif config.top_k == 1:  # the one selected expert has weight 1 whatever the router says
+        assert all(g.abs().max() < 1e-12 for g in router_grads)
+    else:
+        assert all(g.abs().sum() > 0 for g in router_grads)
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides"),
+    [
+        ("cuma", {}),
+        ("cuma", {"top_k": 3, "router_z_loss_weight": 0.2}),
+        ("cuma-soft", {}),
+        ("demographic-only", {}),
+        ("hydralora", {"router_z_loss_weight": 0.2}),
+    ],
+)
+def test_aux_loss_is_the_switch_formula_over_real_tokens(preset: str, overrides: dict[str, Any]) -> None:
+    """N * sum_e f_e P_e (+ z-loss), token by token: f_e from the selected experts (top-1 under soft
+    routing), P_e the mean full softmax, both over the non-padding tokens only."""
+    config, _, routers = build(preset, {"load_balancing_weight": 0.3, **overrides})
+    x = torch.randn(3, 5, IN, dtype=torch.float64)
+    d = torch.randn(3, DEMO, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [1, 1, 0, 0, 0]])
+    state = RoutingState(routers, config, demographic=d, attention_mask=mask)
+    state.gates("r", x, "layer")
+    (loss,) = state.aux_losses
+
+    k = 1 if config.routing == "soft" else config.top_k
+    f = torch.zeros(config.num_experts, dtype=torch.float64)
+    p_sum = torch.zeros(config.num_experts, dtype=torch.float64)
+    z_sum, tokens = 0.0, 0
+    for b, s in mask.nonzero().tolist():
+        z, p = naive_router(routers["r"], x[b, s], d[b])
+        for e in naive_top_k(p, k):
+            f[e] += 1 / k
+        p_sum += p
+        z_sum += torch.logsumexp(z, dim=0) ** 2
+        tokens += 1
+    balance = config.num_experts * ((f / tokens) * (p_sum / tokens)).sum()
+    expected = 0.3 * balance + config.router_z_loss_weight * z_sum / tokens
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
+
+    unmasked = RoutingState(routers, config, demographic=d)
+    unmasked.gates("r", x, "layer")
+    assert not torch.isclose(unmasked.aux_losses[0], loss), "the mask must matter for this batch"
+
+
+def test_selected_experts_count_even_when_their_gate_underflows() -> None:
+    config = CuMAConfig.from_preset("cuma", num_experts=2, top_k=2, load_balancing_weight=1.0)
+    logits = torch.tensor([[[0.0, -200.0], [-200.0, 0.0]]])  # float32 softmax: exactly 1 and 0
+    gates, probs, selected = routing_weights(logits, config)
+    assert (gates > 0).sum() == 2, "one of each token's two gates is zero"
+    loss = router_aux_loss(logits, probs, selected, torch.ones(1, 2), config)
+    # Both experts fill one of each token's two slots: f = P = (1/2, 1/2), so N * sum f P = 1.
+    torch.testing.assert_close(loss, torch.tensor(1.0))
 
 
 def test_topk_gates_have_k_nonzeros_and_sum_to_one() -> None:

@@ -77,34 +77,36 @@ class Router(nn.Module):
         return out
 
 
-def routing_weights(logits: torch.Tensor, config: CuMAConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gates, probs): gates are zero outside the chosen experts; probs is the full softmax.
+def routing_weights(
+    logits: torch.Tensor, config: CuMAConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(gates, probs, selected): gates are zero outside the chosen experts; probs is the full softmax;
+    selected [..., k] holds the chosen experts' indices (under soft routing, where every expert is used,
+    the top-1, which is what the load-balancing loss counts).
 
-    Both are at least float32, so the softmax and the top-k weights are not rounded to bf16.
+    Gates and probs are at least float32, so the softmax and the top-k weights are not rounded to bf16.
     """
     probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)
     if config.routing == "soft":
-        return probs, probs
+        return probs, probs, probs.argmax(dim=-1, keepdim=True)
     top, index = probs.topk(config.top_k, dim=-1)
     top = top / top.sum(dim=-1, keepdim=True) if config.top_k_weights == "normalize" else top.softmax(dim=-1)
-    return torch.zeros_like(probs).scatter(-1, index, top), probs
+    return torch.zeros_like(probs).scatter(-1, index, top), probs, index
 
 
 def router_aux_loss(
-    logits: torch.Tensor, gates: torch.Tensor, probs: torch.Tensor, mask: torch.Tensor, config: CuMAConfig
+    logits: torch.Tensor, probs: torch.Tensor, selected: torch.Tensor, mask: torch.Tensor, config: CuMAConfig
 ) -> torch.Tensor:
     """Weighted load-balancing (+ z-) loss of one router call over the non-padding tokens.
 
-    Switch-style ``N * sum_e f_e P_e``: f_e is the fraction of routed slots sent to e (top-1 under soft
-    routing, where every expert is "selected"), P_e the mean full-softmax probability, so experts that
-    were not selected still get a gradient. Both equal 1/N at perfect balance, giving a loss of 1.
+    Switch-style ``N * sum_e f_e P_e``: f_e is the fraction of routed slots sent to e, counted from the
+    selected indices (a selected expert whose gate underflows to 0 still counts), P_e the mean
+    full-softmax probability, so experts that were not selected still get a gradient. Both equal 1/N at
+    perfect balance, giving a loss of 1.
     """
     weights = mask.to(probs.dtype).unsqueeze(-1)  # [B, S, 1]; routing may be [B, 1, N] and broadcasts
     tokens = weights.sum().clamp_min(1.0)
-    if config.routing == "soft":
-        chosen = F.one_hot(probs.argmax(dim=-1), config.num_experts).to(probs.dtype)
-    else:
-        chosen = (gates > 0).to(probs.dtype) / config.top_k
+    chosen = F.one_hot(selected, config.num_experts).to(probs.dtype).mean(dim=-2)
     f = (chosen * weights).sum(dim=(0, 1)) / tokens
     p = (probs * weights).sum(dim=(0, 1)) / tokens
     loss = config.load_balancing_weight * config.num_experts * (f * p).sum()
@@ -138,11 +140,11 @@ class RoutingState:
             gates = cached[1]
         else:
             logits = self.routers[router_key](hidden, self.demographic)
-            gates, probs = routing_weights(logits, self.config)
+            gates, probs, selected = routing_weights(logits, self.config)
             self._cache[router_key] = (hidden, gates)
             if self.compute_aux and self.config.load_balancing_weight + self.config.router_z_loss_weight > 0:
                 self.aux_losses.append(
-                    router_aux_loss(logits, gates, probs, self._token_mask(hidden), self.config)
+                    router_aux_loss(logits, probs, selected, self._token_mask(hidden), self.config)
                 )
         if self.record is not None:
             self.record.setdefault(layer_name, []).append(gates.detach().expand(*hidden.shape[:-1], -1).cpu())
