@@ -37,11 +37,10 @@ class RoutingRecord:
     """Routing weights recorded by ``CuMAModel.record_routing``.
 
     ``calls`` holds one dict per forward/generate call: layer name -> CPU float tensor [B, S, N]
-    (a generate call's steps are concatenated along S); ``masks`` the matching attention masks.
+    (a generate call's steps are concatenated along S).
     """
 
     calls: list[dict[str, torch.Tensor]] = field(default_factory=list)
-    masks: list[torch.Tensor | None] = field(default_factory=list)
 
     @property
     def weights(self) -> dict[str, torch.Tensor]:
@@ -225,8 +224,6 @@ class CuMAModel(nn.Module):
             self._recorder.calls.append(
                 {name: torch.cat(steps, dim=1) for name, steps in state.record.items()}
             )
-            mask = state.attention_mask
-            self._recorder.masks.append(None if mask is None else mask.detach().cpu())
 
     @contextmanager
     def disable_adapter(self) -> Iterator[None]:
