@@ -135,6 +135,21 @@ def test_padded_batch_matches_each_row_alone(family: str, side: str) -> None:
     torch.testing.assert_close(short.aux_loss, model(rows[0][None], demographic_embeds=embeds[:1]).aux_loss)
 
 
+def test_left_padded_generate_gives_each_row_its_own_tokens() -> None:
+    model = adapted("cuma")
+    rows, embeds = [ids(1, 4, seed=3)[0], ids(1, 9, seed=4)[0]], torch.randn(2, DEMO)
+    width = max(len(r) for r in rows)
+    batch = torch.full((2, width), 3)
+    mask = torch.zeros(2, width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        batch[i, width - len(row) :], mask[i, width - len(row) :] = row, 1
+    settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=3)
+    padded = model.generate(batch, attention_mask=mask, demographic_embeds=embeds, **settings)
+    for i, row in enumerate(rows):
+        alone = model.generate(row[None], demographic_embeds=embeds[i : i + 1], **settings)
+        assert torch.equal(padded[i, width:], alone[0, len(row) :])
+
+
 def test_aux_loss_moves_with_pad_tokens_when_they_are_unmasked() -> None:
     model = adapted("cuma")
     tokens, embeds = ids(1, 8), torch.randn(1, DEMO)
