@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -10,17 +11,17 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from cuma.adapter import PRESETS, CuMAConfig, CuMAModel, get_cuma_model
+from cuma.encoder import DemographicEncoder
 from cuma.tiny import tiny_model
 
 DEMO = 16
 FAMILIES = ["llama", "qwen3"]
 
 
-def adapted(preset: str, family: str = "llama", **overrides) -> CuMAModel:
+def adapted(preset: str, family: str = "llama", **overrides: Any) -> CuMAModel:
     """A tiny model with the preset's adapter and non-zero B, so the adapter changes the output."""
-    model = get_cuma_model(
-        tiny_model(family), CuMAConfig.from_preset(preset, demographic_input_dim=DEMO, **overrides)
-    )
+    config = CuMAConfig.from_preset(preset, **{"demographic_input_dim": DEMO, **overrides})
+    model = get_cuma_model(tiny_model(family), config)
     torch.manual_seed(1)
     for layer in model.layers.values():
         nn.init.normal_(layer.lora_B, std=0.5)
@@ -241,17 +242,35 @@ def test_record_routing_shapes_and_sparsity() -> None:
     assert model._recorder is None
 
 
+@pytest.fixture(scope="module")
+def encoder() -> DemographicEncoder:
+    return DemographicEncoder()
+
+
 @pytest.mark.parametrize("layers", [1, 2])
-def test_projection_learns_on_every_appearance_of_a_profile(layers: int) -> None:
-    model = adapted("cuma", demographic_projection_layers=layers, demographic_dim=8)
-    embeds = torch.randn(2, DEMO)
-    for _ in range(2):
+def test_projection_learns_on_every_appearance_of_a_profile(encoder: DemographicEncoder, layers: int) -> None:
+    """The encoder caches its frozen output; the projection must still learn when a profile comes back."""
+    model = adapted(
+        "cuma", demographic_input_dim=384, demographic_projection_layers=layers, demographic_dim=8
+    )
+    profiles = [{"country": "Peru", "age": 30}, {"country": "Ghana", "age": 58}]
+    encoder.clear_cache()
+    encoder_calls: list[int] = []
+    hook = encoder.model.register_forward_hook(lambda *_: encoder_calls.append(1))
+    try:
+        first = encoder.encode(profiles)
+        runs = len(encoder_calls)
+        second = encoder.encode(profiles)
+    finally:
+        hook.remove()
+    assert runs > 0 and len(encoder_calls) == runs, "the second encode is a cache hit"
+    assert torch.equal(first, second) and first.shape == (2, 384) and not second.requires_grad
+    for embeds in (first, second):
         model.zero_grad()
         out = model(ids(), demographic_embeds=embeds)
         (out.logits.square().mean() + out.aux_loss).backward()
-        assert all(
-            p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameter_groups()["projection"]
-        )
+        for param in model.parameter_groups()["projection"]:
+            assert param.grad is not None and param.grad.abs().sum() > 0
 
 
 def test_only_adapter_parameters_train() -> None:
