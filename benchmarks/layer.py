@@ -66,9 +66,12 @@ class ReferenceLoopLoRA(nn.Module):
         return out + lora_out
 
 
-def build(rank: int, dtype: torch.dtype, projections: int) -> dict[str, Callable]:
-    """Each implementation as ``f(x, d)``: ``projections`` adapted linears on the same input (q, v, ...)
-    sharing one router, outputs summed so one backward covers them all."""
+Impl = tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], list[nn.Parameter]]
+
+
+def build(rank: int, dtype: torch.dtype, projections: int) -> dict[str, Impl]:
+    """Each implementation as (``f(x, d)``, its trainable parameters): ``projections`` adapted linears on
+    the same input (q, v, ...) sharing one router, outputs summed so one backward covers them all."""
     torch.manual_seed(0)
     bases = [nn.Linear(HIDDEN, HIDDEN).to(dtype).requires_grad_(False) for _ in range(projections)]
 
@@ -93,13 +96,17 @@ def build(rank: int, dtype: torch.dtype, projections: int) -> dict[str, Callable
 
     def run_cuma(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         state = RoutingState(routers, config, demographic=d)  # one per call: the router runs once
-        return sum(layer(x, routing=state) for layer in cuma)
+        output = sum(layer(x, routing=state) for layer in cuma)
+        return output + sum(state.aux_losses)  # the aux loss is part of a training step's cost
+
+    def trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
+        return [p for module in modules for p in module.parameters() if p.requires_grad]
 
     return {
-        "base": lambda x, d: sum(base(x) for base in bases),
-        "cuma": run_cuma,
-        "reference": lambda x, d: sum(layer(x, d) for layer in reference),
-        "peft-lora": lambda x, d: sum(layer(x) for layer in peft),
+        "base": (lambda x, d: sum(base(x) for base in bases), []),
+        "cuma": (run_cuma, trainable([routers, *cuma])),
+        "reference": (lambda x, d: sum(layer(x, d) for layer in reference), trainable(reference)),
+        "peft-lora": (lambda x, d: sum(layer(x) for layer in peft), trainable(peft)),
     }
 
 
@@ -109,27 +116,31 @@ def time_once(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def measure(impls: dict, x: torch.Tensor, d: torch.Tensor, repeats: int) -> dict[tuple[str, str], float]:
+def measure(
+    impls: dict[str, Impl], x: torch.Tensor, d: torch.Tensor, repeats: int
+) -> dict[tuple[str, str], float]:
     """Median seconds per (implementation, mode), round-robin so drift hits all implementations alike."""
     grad = torch.randn_like(x)
 
-    def forward(fn: Callable) -> Callable[[], object]:
+    def forward(fn: Callable, params: list[nn.Parameter]) -> Callable[[], object]:
         def run() -> None:
             with torch.no_grad():
                 fn(x, d)
 
         return run
 
-    def forward_backward(fn: Callable) -> Callable[[], object]:
+    def forward_backward(fn: Callable, params: list[nn.Parameter]) -> Callable[[], object]:
         def run() -> None:
-            x.grad = None
+            # Fresh gradients every step, as after optimizer.zero_grad(): no accumulation into old ones.
+            for tensor in (x, *params):
+                tensor.grad = None
             fn(x, d).backward(grad)
 
         return run
 
     jobs = {
-        (name, mode): make(fn)
-        for name, fn in impls.items()
+        (name, mode): make(fn, params)
+        for name, (fn, params) in impls.items()
         for mode, make in (("fwd", forward), ("fwd+bwd", forward_backward))
     }
     for job in jobs.values():  # warm-up
