@@ -169,3 +169,25 @@ def test_survey_rejects_answers_that_do_not_fit():
     twice = answers_frame({"respondent_id": ["a", "a"], "question_id": ["q", "q"], "code": [1, 2]})
     with pytest.raises(DataError, match="two answers"):
         Survey("s", {"q": question}, people, twice)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s["demographics"]["age_group"]["bins"][0].update(min="eighteen"), r"'age_group'.*numbers"),
+        (
+            lambda s: s["demographics"]["country"].update(labels=["NO", "GB"]),
+            r"'country'.*labels must be a mapping.*list",
+        ),
+        (lambda s: s.update(questions=["q_econ", "q_culture"]), r"'questions'.*mapping.*list"),
+        (lambda s: s["questions"]["q_econ"].update(missing=8), r"'q_econ'.*missing must be a list"),
+        (lambda s: s["demographics"].update(gender="sex"), r"'gender'.*mapping.*str"),
+    ],
+)
+def test_malformed_spec_names_the_spec_file_and_entry(tmp_path, edit, message):
+    spec = toy_spec()
+    edit(spec)
+    path = tmp_path / "malformed.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(DataError, match=rf"malformed\.yaml, column {message}"):
+        SurveySpec.from_yaml(path)

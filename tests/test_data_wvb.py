@@ -1,6 +1,7 @@
 """WorldValuesBench loader on synthetic answers laid out like the benchmark's prepared files."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -188,4 +189,58 @@ def test_bad_wvb_answers_are_errors_not_drops(tmp_path):
     table.loc[5, "D_INTERVIEW"] = table.loc[4, "D_INTERVIEW"]
     table.to_csv(path, sep="\t", index=False)
     with pytest.raises(DataError, match=r"row 6.*duplicate respondent id"):
+        load_worldvaluesbench(tmp_path)
+
+
+def test_demographic_code_without_codebook_label_is_missing_and_counted(tmp_path):
+    meta, book, adjust = mini_metadata()
+    made = make_wvb(tmp_path, meta, book, adjust, n=10)
+    path = tmp_path / "WorldValuesBench" / "full" / "full_demographic_qa.tsv"
+    people = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    people.loc[2, "B_COUNTRY"] = "840"  # the preparation script writes the raw code when it has no label
+    people.to_csv(path, sep="\t", index=False)
+    survey = load_worldvaluesbench(tmp_path)
+    assert survey.respondents[made["ids"][2]]["country"] is None
+    dropped = survey.summary.units["profile values"].dropped
+    assert {reason: n for reason, n in dropped.items() if "codebook label" in reason} == {
+        "B_COUNTRY: code without a codebook label": 1
+    }
+    blank = (
+        people[list(FIELDS.values())].isin(["No answer", "Missing; Not available", "Not asked"]).sum().sum()
+    )
+    assert dropped["missing in the file (blank or a negative code)"] == blank
+    assert survey.summary.units["profile values"].read == 10 * len(FIELDS)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda m, b: m["Q56"].pop("answer_scale_max"),
+            r"question_metadata\.json, column 'Q56'.*required key.*answer_scale_max",
+        ),
+        (lambda m, b: b["Q241"].pop("choices"), r"codebook\.json, column 'Q241'.*'choices'"),
+        (lambda m, b: b.update(Q111=["1", "2"]), r"codebook\.json, column 'Q111'.*JSON object.*list"),
+        (lambda m, b: m.update(Q56="ordinal"), r"question_metadata\.json, column 'Q56'.*object.*str"),
+    ],
+)
+def test_malformed_metadata_names_file_and_question(tmp_path, edit, message):
+    meta, book, adjust = mini_metadata()
+    make_wvb(tmp_path, meta, book, adjust, n=4)
+    edit(meta, book)
+    (tmp_path / "WorldValuesBench" / "question_metadata.json").write_text(json.dumps(meta))
+    (tmp_path / "dataset_construction" / "codebook.json").write_text(json.dumps(book))
+    with pytest.raises(DataError, match=message):
+        load_worldvaluesbench(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "column"), [("full_value_qa.tsv", "Q241"), ("full_demographic_qa.tsv", "Q273")]
+)
+def test_file_missing_a_column_names_file_and_column(tmp_path, name, column):
+    meta, book, adjust = mini_metadata()
+    make_wvb(tmp_path, meta, book, adjust, n=4)
+    path = tmp_path / "WorldValuesBench" / "full" / name
+    pd.read_csv(path, sep="\t", dtype=str).drop(columns=column).to_csv(path, sep="\t", index=False)
+    with pytest.raises(DataError, match=rf"{re.escape(name)}, column '{column}': \w+ file lacks a column"):
         load_worldvaluesbench(tmp_path)

@@ -17,7 +17,7 @@ from pathlib import Path
 from cuma.data.chat import ChatData, ChatFormat, Conversation, Turn, build_chat_data
 from cuma.data.errors import DataError
 from cuma.data.examples import SurveyExample
-from cuma.data.profiles import KEY_VALUE, Profile, ProfileTemplate
+from cuma.data.profiles import KEY_VALUE, Profile, ProfileTemplate, is_missing
 from cuma.data.prompt import PromptFormat, option_letters
 from cuma.data.records import Record, read_hub, read_local
 from cuma.data.summary import LoadSummary
@@ -44,7 +44,7 @@ CHOICE_FORMAT = PromptFormat(
 
 
 def _text(value: object) -> str:
-    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+    return "" if is_missing(value) else str(value)
 
 
 def load_community_alignment(

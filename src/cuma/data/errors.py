@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 _UNSET = object()
 
 
@@ -24,8 +26,13 @@ class DataError(ValueError):
             where.append(f"column {column!r}")
         text = f"{', '.join(where)}: {message}" if where else message
         if value is not _UNSET:
-            value = value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
+            value = value.item() if isinstance(value, np.generic) else value
             text += f" (value {value!r})"
         super().__init__(text)
         self.source, self.row, self.column = source, row, column
         self.value = None if value is _UNSET else value
+
+
+def first_true(mask: object) -> int:
+    """Position of the first true entry of a boolean mask (Series or array): the row to name in an error."""
+    return int(np.flatnonzero(np.asarray(mask))[0])

@@ -6,7 +6,9 @@ One rendering feeds both the prompt and the demographic encoder, so the two neve
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import pandas as pd
 
 
 class Profile(Mapping[str, str | None]):
@@ -17,7 +19,7 @@ class Profile(Mapping[str, str | None]):
     def __init__(self, items: Mapping[str, object] | None = None, /, **kwargs: object) -> None:
         merged = dict(items or {}, **kwargs)
         self._items: dict[str, str | None] = {
-            key: None if _is_missing(value) else str(value) for key, value in merged.items()
+            key: None if is_missing(value) else str(value) for key, value in merged.items()
         }
 
     def __getitem__(self, key: str) -> str | None:
@@ -36,12 +38,15 @@ class Profile(Mapping[str, str | None]):
         return f"Profile({self._items!r})"
 
 
-def _is_missing(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and value != value:  # NaN
-        return True
-    return isinstance(value, str) and value.strip().lower() in {"", "nan", "none", "<na>"}
+def is_missing(value: object) -> bool:
+    """None, NaN (Python, NumPy or pandas ``NA``) or a blank string.
+
+    Any other value is an answer, even the text ``"None"`` (a religion) or ``"nan"``: each loader
+    names the words its source uses for a missing value.
+    """
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
 @dataclass(frozen=True)
@@ -49,26 +54,31 @@ class ProfileTemplate:
     """Renders a profile as ``prefix + sep.join(parts) + suffix``.
 
     Attributes:
-        parts: field -> format string with ``{value}``; fields not listed are rendered as
+        parts: field -> format string with ``{value}`` (a mapping, stored as a tuple of pairs so
+            the template stays immutable and hashable); fields not listed are rendered as
             ``"{Field}: {value}"`` in profile order.
         prefix, sep, suffix: text around and between the parts.
         missing: word for a missing value; ``None`` omits the part altogether.
     """
 
-    parts: Mapping[str, str] = field(default_factory=dict)
+    parts: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
     prefix: str = ""
     sep: str = ", "
     suffix: str = ""
     missing: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(dict(self.parts).items()))
+
     def render(self, profile: Mapping[str, object]) -> str:
+        parts = dict(self.parts)
         rendered = []
         for name, value in Profile(profile).items():
             if value is None:
                 if self.missing is None:
                     continue
                 value = self.missing
-            fmt = self.parts.get(name, f"{name.replace('_', ' ').capitalize()}: {{value}}")
+            fmt = parts.get(name, f"{name.replace('_', ' ').capitalize()}: {{value}}")
             rendered.append(fmt.format(value=value))
         return self.prefix + self.sep.join(rendered) + self.suffix
 

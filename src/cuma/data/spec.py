@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cuma.data.errors import DataError
-from cuma.data.profiles import KEY_VALUE, Profile, ProfileTemplate
+from cuma.data.errors import DataError, first_true
+from cuma.data.profiles import KEY_VALUE, Profile, ProfileTemplate, is_missing
 from cuma.data.prompt import PromptFormat
 from cuma.data.summary import LoadSummary
-from cuma.data.survey import Question, Survey, answers_frame
+from cuma.data.survey import Question, Survey, answers_frame, check_ids
 
 _SPEC_KEYS = {
     "name",
@@ -76,10 +76,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-def _is_na(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
 
 
 @dataclass(frozen=True)
@@ -151,15 +147,20 @@ class SurveySpec:
         for key in ("name", "id", "questions"):
             if key not in raw:
                 raise DataError(f"spec lacks the required key {key!r}", source=path)
-        option_sets = raw.get("option_sets") or {}
+        option_sets = _mapping(raw.get("option_sets") or {}, path, "option_sets", "the spec section")
+        demographics = _mapping(raw.get("demographics") or {}, path, "demographics", "the spec section")
         ids = raw["id"]
         return cls(
             name=str(raw["name"]),
-            id_columns=tuple(ids) if isinstance(ids, list) else (str(ids),),
+            id_columns=tuple(str(c) for c in ids) if isinstance(ids, list) else (str(ids),),
             demographics=tuple(
-                _demographic(n, d or {}, path) for n, d in (raw.get("demographics") or {}).items()
+                _demographic(n, _mapping(d or {}, path, n, "a demographic"), path)
+                for n, d in demographics.items()
             ),
-            questions=tuple(_question(q, d or {}, option_sets, path) for q, d in raw["questions"].items()),
+            questions=tuple(
+                _question(q, _mapping(d or {}, path, q, "a question"), option_sets, path)
+                for q, d in _mapping(raw["questions"], path, "questions", "the spec section").items()
+            ),
             template=_build(ProfileTemplate, raw["template"], path) if raw.get("template") else KEY_VALUE,
             prompt=_build(PromptFormat, raw["prompt"], path) if raw.get("prompt") else PromptFormat(),
             description=str(raw.get("description", "")),
@@ -182,6 +183,21 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     return cls(**raw)
 
 
+def _mapping(raw: Any, path: str, column: str, what: str) -> Mapping[Any, Any]:
+    if not isinstance(raw, Mapping):
+        raise DataError(
+            f"{what} must be a mapping, not a {type(raw).__name__}", source=path, column=column, value=raw
+        )
+    return raw
+
+
+def _codes(raw: Any, path: str, column: str) -> frozenset[Any]:
+    """The ``missing:`` list of a demographic or question."""
+    if not isinstance(raw, list):
+        raise DataError("missing must be a list of values", source=path, column=column, value=raw)
+    return frozenset(_plain(v) for v in raw)
+
+
 def _check_keys(raw: Mapping[str, Any], allowed: set[str], path: str, what: str) -> None:
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -191,18 +207,23 @@ def _check_keys(raw: Mapping[str, Any], allowed: set[str], path: str, what: str)
 def _demographic(name: str, raw: Mapping[str, Any], path: str) -> DemographicSpec:
     _check_keys(raw, _DEMOGRAPHIC_KEYS, path, f"demographic {name!r}")
     columns = raw.get("column", name)
-    bins = []
-    for b in raw.get("bins") or []:
+    bins = raw.get("bins") or []
+    if not isinstance(bins, list):
+        raise DataError("bins must be a list of {min, max, label}", source=path, column=name, value=bins)
+    for b in bins:
         if not isinstance(b, Mapping) or set(b) != {"min", "max", "label"}:
             raise DataError("a bin needs exactly min, max and label", source=path, column=name, value=b)
-        bins.append(Bin(float(b["min"]), float(b["max"]), str(b["label"])))
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in (b["min"], b["max"])):
+            raise DataError("bin min and max must be numbers", source=path, column=name, value=b)
     labels = raw.get("labels")
+    if labels is not None:
+        labels = {_plain(k): str(v) for k, v in _mapping(labels, path, name, "labels").items()}
     return DemographicSpec(
         name=name,
-        columns=tuple(columns) if isinstance(columns, list) else (str(columns),),
-        labels={_plain(k): str(v) for k, v in labels.items()} if labels else None,
-        bins=tuple(bins),
-        missing=frozenset(_plain(v) for v in raw.get("missing") or []),
+        columns=tuple(str(c) for c in columns) if isinstance(columns, list) else (str(columns),),
+        labels=labels,
+        bins=tuple(Bin(float(b["min"]), float(b["max"]), str(b["label"])) for b in bins),
+        missing=_codes(raw.get("missing") or [], path, name),
     )
 
 
@@ -234,7 +255,7 @@ def _question(qid: str, raw: Mapping[str, Any], option_sets: Mapping[str, Any], 
         ordinal=bool(raw.get("ordinal", True)),
     )
     question.validate(path)
-    missing = frozenset(_plain(v) for v in raw.get("missing") or [])
+    missing = _codes(raw.get("missing") or [], path, str(qid))
     return QuestionSpec(column=str(raw.get("column", qid)), question=question, missing=missing)
 
 
@@ -272,9 +293,7 @@ def load_survey_table(
             column=missing[0],
         )
     ids = _respondent_ids(frame, spec.id_columns, source)
-    profiles = {
-        name: _demographic_values(frame, d, source) for name, d in _by_name(spec.demographics).items()
-    }
+    profiles = {d.name: _demographic_values(frame, d, source) for d in spec.demographics}
     summary = LoadSummary(source)
     records: dict[str, list] = {"respondent_id": [], "question_id": [], "code": [], "row": []}
     dropped: dict[str, int] = {}
@@ -310,30 +329,11 @@ def load_survey_table(
     )
 
 
-def _by_name(demographics: Sequence[DemographicSpec]) -> dict[str, DemographicSpec]:
-    return {d.name: d for d in demographics}
-
-
 def _respondent_ids(frame: pd.DataFrame, columns: Sequence[str], source: str) -> list[str]:
-    parts = []
-    for col in columns:
-        values = frame[col]
-        if values.isna().any():
-            i = int(np.flatnonzero(values.isna().to_numpy())[0])
-            raise DataError("missing respondent id", source=source, row=i + 1, column=col)
-        parts.append([str(_plain(v)) for v in values])
-    ids = ["-".join(p) for p in zip(*parts, strict=True)]
-    seen: dict[str, int] = {}
-    for i, rid in enumerate(ids):
-        if rid in seen:
-            raise DataError(
-                f"duplicate respondent id (first at row {seen[rid] + 1})",
-                source=source,
-                row=i + 1,
-                column="+".join(columns),
-                value=rid,
-            )
-        seen[rid] = i
+    """One id per row: the id columns joined with "-"; ``None`` where a part is missing (an error)."""
+    parts = [[None if is_missing(v) else str(_plain(v)) for v in frame[col]] for col in columns]
+    ids = [None if None in row else "-".join(row) for row in zip(*parts, strict=True)]
+    check_ids(pd.Series(ids, dtype=object), source, "+".join(columns))
     return ids
 
 
@@ -344,7 +344,7 @@ def _demographic_values(frame: pd.DataFrame, spec: DemographicSpec, source: str)
     out: list[str | None] = []
     for i, value in enumerate(raw.tolist()):
         value = _plain(value)
-        if _is_na(value) or value in spec.missing:
+        if is_missing(value) or value in spec.missing:
             out.append(None)
         elif spec.bins:
             out.append(_bin(value, spec, source, i))
@@ -383,20 +383,20 @@ def _question_codes(values: pd.Series, qs: QuestionSpec, source: str) -> tuple[p
     numeric = pd.to_numeric(values, errors="coerce")
     bad = values.notna() & numeric.isna()
     if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
+        i = first_true(bad)
         raise DataError(
             "answer is not a number", source=source, row=i + 1, column=qs.column, value=values.iloc[i]
         )
     fractional = numeric.notna() & (numeric != numeric.round())
     if fractional.any():
-        i = int(np.flatnonzero(fractional.to_numpy())[0])
+        i = first_true(fractional)
         raise DataError(
             "answer is not an integer code", source=source, row=i + 1, column=qs.column, value=values.iloc[i]
         )
     is_missing_code = numeric.isin(list(qs.missing))
     outside = numeric.notna() & ~is_missing_code & ~numeric.isin(list(qs.question.codes))
     if outside.any():
-        i = int(np.flatnonzero(outside.to_numpy())[0])
+        i = first_true(outside)
         raise DataError(
             f"answer outside the question's scale {list(qs.question.codes)}",
             source=source,

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cuma.data.errors import DataError
-from cuma.data.profiles import KEY_VALUE, Profile, ProfileTemplate
+from cuma.data.errors import DataError, first_true
+from cuma.data.profiles import KEY_VALUE, Profile, ProfileTemplate, is_missing
 from cuma.data.prompt import LETTERS, PromptFormat
 from cuma.data.summary import LoadSummary
 
@@ -123,7 +123,7 @@ class Survey:
 
         unknown = ~answers["respondent_id"].isin(self.respondents.keys())
         if unknown.any():
-            i = int(np.flatnonzero(unknown.to_numpy())[0])
+            i = first_true(unknown)
             raise DataError(
                 "answer from an unknown respondent",
                 source=self.source,
@@ -133,7 +133,7 @@ class Survey:
             )
         unknown = ~answers["question_id"].isin(self.questions.keys())
         if unknown.any():
-            i = int(np.flatnonzero(unknown.to_numpy())[0])
+            i = first_true(unknown)
             raise DataError(
                 "answer to an unknown question",
                 source=self.source,
@@ -144,7 +144,7 @@ class Survey:
         for qid, codes in answers.groupby("question_id", sort=False)["code"]:
             bad = ~codes.isin(self.questions[qid].codes)
             if bad.any():
-                i = answers.index.get_loc(codes.index[int(np.flatnonzero(bad.to_numpy())[0])])
+                i = answers.index.get_loc(codes.index[first_true(bad)])
                 raise DataError(
                     f"answer outside the question's options {list(self.questions[qid].codes)}",
                     source=self.source,
@@ -154,7 +154,7 @@ class Survey:
                 )
         dup = answers.duplicated(["respondent_id", "question_id"])
         if dup.any():
-            i = int(np.flatnonzero(dup.to_numpy())[0])
+            i = first_true(dup)
             raise DataError(
                 "two answers for the same respondent and question",
                 source=self.source,
@@ -171,3 +171,21 @@ def answers_frame(records: Mapping[str, list]) -> pd.DataFrame:
     frame["question_id"] = frame["question_id"].astype(str)
     frame["code"] = frame["code"].astype(np.int64)
     return frame.reset_index(drop=True)
+
+
+def check_ids(ids: pd.Series, source: object, column: str) -> None:
+    """Raise `DataError` on a missing or repeated respondent id, naming its row (1-based)."""
+    blank = ids.map(is_missing)
+    if blank.any():
+        raise DataError("missing respondent id", source=source, row=first_true(blank) + 1, column=column)
+    text = ids.astype(str)
+    dup = text.duplicated()
+    if dup.any():
+        i = first_true(dup)
+        raise DataError(
+            f"duplicate respondent id (first at row {first_true(text == text.iloc[i]) + 1})",
+            source=source,
+            row=i + 1,
+            column=column,
+            value=text.iloc[i],
+        )

@@ -9,6 +9,10 @@ Unlike the reference code, the option lists get the same answer adjustments as t
 (15 questions: Q56 swaps two labels, Q119 moves "Hard to say" to the middle, Q241-Q249 fold the
 spontaneous 0 into 1, Q111/Q221/Q222/Q254 lose an option), so every answer has its own label
 and none is dropped silently; an answer outside its question's options is an error.
+
+The preparation script writes a demographic's codebook label, or its raw code when the codebook
+has no label for it. Such a value becomes missing and is counted per column in the summary
+(``profile values``), so one unlisted code does not block the whole dataset.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cuma.data.errors import DataError
-from cuma.data.profiles import WVB_PERSONA, Profile, ProfileTemplate
+from cuma.data.errors import DataError, first_true
+from cuma.data.profiles import WVB_PERSONA, Profile, ProfileTemplate, is_missing
 from cuma.data.summary import LoadSummary
-from cuma.data.survey import Question, Survey, answers_frame
+from cuma.data.survey import Question, Survey, answers_frame, check_ids
 
 ID = "D_INTERVIEW"
 SPLITS = ("full", "train", "valid", "test")
@@ -64,11 +68,23 @@ def _data_dir(root: Path) -> Path:
     return root / "WorldValuesBench" if (root / "WorldValuesBench").is_dir() else root
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> Mapping[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return _object(json.loads(path.read_text()), path)
     except json.JSONDecodeError as err:
         raise DataError(f"not valid JSON: {err}", source=path) from err
+
+
+def _object(
+    raw: Any, path: Path, key: str | None = None, required: tuple[str, ...] = ()
+) -> Mapping[str, Any]:
+    """``raw`` as a JSON object with the ``required`` keys, or a `DataError` naming the file and entry."""
+    if not isinstance(raw, Mapping):
+        raise DataError(f"expected a JSON object, found a {type(raw).__name__}", source=path, column=key)
+    absent = [k for k in required if k not in raw]
+    if absent:
+        raise DataError("entry lacks a required key", source=path, column=key, value=absent[0])
+    return raw
 
 
 def adjusted_options(
@@ -136,7 +152,7 @@ def load_worldvaluesbench(
     book_path = _find(root, "codebook.json", codebook)
     adjust_path = _find(root, "answer_adjustment.json", answer_adjustment)
     meta, book, adjust = _read_json(meta_path), _read_json(book_path), _read_json(adjust_path)
-    questions = _questions(meta, book, adjust, question_text, book_path, meta_path)
+    questions = _questions(meta, book, adjust, question_text, (meta_path, book_path, adjust_path))
 
     folder = _data_dir(root) / split
     values_path = folder / f"{split}_value_qa.tsv"
@@ -150,7 +166,7 @@ def load_worldvaluesbench(
     values = pd.read_csv(values_path, sep="\t", low_memory=False)
     people = pd.read_csv(people_path, sep="\t", dtype=str, keep_default_na=False)
     summary = LoadSummary(str(folder))
-    respondents = _profiles(people, fields, book, people_path)
+    respondents = _profiles(people, fields, _labels(meta, book, fields, book_path), people_path, summary)
     answers = _answers(values, questions, respondents, values_path, summary)
     answered = set(answers["respondent_id"])
     kept = {rid: p for rid, p in respondents.items() if rid in answered}
@@ -176,17 +192,24 @@ def _questions(
     book: Mapping[str, Any],
     adjust: Mapping[str, Any],
     question_text: str,
-    book_path: Path,
-    meta_path: Path,
+    paths: tuple[Path, Path, Path],
 ) -> dict[str, Question]:
+    meta_path, book_path, adjust_path = paths
     questions = {}
     for qid, info in meta.items():
-        if info.get("use_case") != "value":
+        if _object(info, meta_path, qid).get("use_case") != "value":
             continue
+        _object(
+            info, meta_path, qid, ("question", "answer_data_type", "answer_scale_min", "answer_scale_max")
+        )
         if qid not in book:
             raise DataError("value question missing from the codebook", source=book_path, column=qid)
-        codes, labels = adjusted_options(qid, book[qid]["choices"], adjust.get(qid, {}), book_path)
-        ordinal = info.get("answer_data_type") == "ordinal"
+        entry = _object(book[qid], book_path, qid, ("question", "choices"))
+        choices = _object(entry["choices"], book_path, qid)
+        codes, labels = adjusted_options(
+            qid, choices, _object(adjust.get(qid, {}), adjust_path, qid), book_path
+        )
+        ordinal = info["answer_data_type"] == "ordinal"
         if ordinal and (codes[0], codes[-1]) != (info["answer_scale_min"], info["answer_scale_max"]):
             raise DataError(
                 f"adjusted codebook options {list(codes)} disagree with the metadata scale "
@@ -194,24 +217,57 @@ def _questions(
                 source=meta_path,
                 column=qid,
             )
-        text = info["question"].strip() if question_text == "metadata" else f"{book[qid]['question']}?"
+        text = str(info["question"]).strip() if question_text == "metadata" else f"{entry['question']}?"
         questions[qid] = Question(qid, text, codes, labels, ordinal=ordinal)
     return questions
 
 
+def _labels(
+    meta: Mapping[str, Any], book: Mapping[str, Any], fields: Mapping[str, str], path: Path
+) -> dict[str, tuple[set[str], set[str]]]:
+    """Column -> (its codebook labels, the labels of its negative codes, which mean missing).
+
+    Only non-ordinal columns with a codebook entry: the preparation script writes labels for
+    those and plain numbers for ordinal ones (income decile).
+    """
+    labels = {}
+    for col in fields.values():
+        if col not in book or meta.get(col, {}).get("answer_data_type") == "ordinal":
+            continue
+        choices = _object(_object(book[col], path, col, ("choices",))["choices"], path, col)
+        labels[col] = (
+            {str(v) for k, v in choices.items() if not str(k).startswith("-")},
+            {str(v) for k, v in choices.items() if str(k).startswith("-")},
+        )
+    return labels
+
+
 def _profiles(
-    people: pd.DataFrame, fields: Mapping[str, str], book: Mapping[str, Any], path: Path
+    people: pd.DataFrame,
+    fields: Mapping[str, str],
+    labels: Mapping[str, tuple[set[str], set[str]]],
+    path: Path,
+    summary: LoadSummary,
 ) -> dict[str, Profile]:
-    missing = [c for c in [ID, *fields.values()] if c not in people.columns]
-    if missing:
-        raise DataError("demographic file lacks a column", source=path, column=missing[0])
-    _check_ids(people[ID], path)
-    columns = {}
+    """Respondent id -> profile; blank, negative-code and unlabelled values are missing (counted)."""
+    absent = [c for c in [ID, *fields.values()] if c not in people.columns]
+    if absent:
+        raise DataError("demographic file lacks a column", source=path, column=absent[0])
+    check_ids(people[ID], path, ID)
+    columns: dict[str, list[str | None]] = {}
+    missing_in_file, unlabelled = 0, {}
     for name, col in fields.items():
-        # the preparation script writes codebook labels; its labels for negative codes mean missing
-        missing_labels = {v for k, v in book.get(col, {}).get("choices", {}).items() if k.startswith("-")}
-        missing_labels.add("")
-        columns[name] = [None if v in missing_labels else _clean(col, v) for v in people[col]]
+        known, missing = labels.get(col, (None, set()))
+        values = people[col]
+        blank = values.str.strip().eq("") | values.isin(missing)
+        stray = ~blank & ~values.isin(known) if known is not None else pd.Series(False, index=values.index)
+        missing_in_file += int(blank.sum())
+        unlabelled[f"{col}: code without a codebook label"] = int(stray.sum())
+        gone = (blank | stray).tolist()
+        columns[name] = [None if g else _clean(col, v) for v, g in zip(values, gone, strict=True)]
+    dropped = {"missing in the file (blank or a negative code)": missing_in_file, **unlabelled}
+    total = len(people) * len(fields)
+    summary.add("profile values", total, total - sum(dropped.values()), dropped)
     frame = pd.DataFrame(columns)
     return {
         rid: Profile(dict(zip(fields, row, strict=True)))
@@ -219,14 +275,11 @@ def _profiles(
     }
 
 
-def _check_ids(ids: pd.Series, path: Path) -> None:
-    blank = (ids.astype(str).str.strip() == "") | ids.isna()
-    if blank.any():
-        raise DataError("missing D_INTERVIEW", source=path, row=int(np.flatnonzero(blank.to_numpy())[0]) + 1)
-    dup = ids.astype(str).duplicated()
-    if dup.any():
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError("duplicate respondent id", source=path, row=i + 1, column=ID, value=str(ids.iloc[i]))
+def _respondent_id(value: object) -> str | None:
+    """D_INTERVIEW as text: ``156070001``, also where pandas read the column as floats."""
+    if is_missing(value):
+        return None
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _answers(
@@ -242,11 +295,11 @@ def _answers(
         raise DataError(
             "value file lacks a column", source=path, column=ID if ID not in values.columns else absent[0]
         )
-    ids = values[ID].map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
-    _check_ids(ids, path)
+    ids = values[ID].map(_respondent_id)
+    check_ids(ids, path, ID)
     stranger = ~ids.isin(respondents.keys())
     if stranger.any():
-        i = int(np.flatnonzero(stranger.to_numpy())[0])
+        i = first_true(stranger)
         raise DataError(
             "respondent not in the demographic file", source=path, row=i + 1, column=ID, value=ids.iloc[i]
         )
@@ -256,20 +309,20 @@ def _answers(
     if text.any():
         r, c = np.argwhere(text)[0]
         raise DataError("answer is not a number", source=path, row=r + 1, column=qids[c], value=raw.iat[r, c])
-    rows, cols = np.nonzero(~np.isnan(numbers))
-    codes = numbers[rows, cols]
     for c, qid in enumerate(qids):
-        mine = cols == c
-        bad = mine & ~np.isin(codes, questions[qid].codes)
+        column = numbers[:, c]
+        bad = ~np.isnan(column) & ~np.isin(column, questions[qid].codes)
         if bad.any():
-            k = int(np.flatnonzero(bad)[0])
+            r = first_true(bad)
             raise DataError(
                 f"answer outside the question's adjusted options {list(questions[qid].codes)}",
                 source=path,
-                row=int(rows[k]) + 1,
+                row=r + 1,
                 column=qid,
-                value=float(codes[k]),
+                value=column[r],
             )
+    rows, cols = np.nonzero(~np.isnan(numbers))
+    codes = numbers[rows, cols]
     frame = answers_frame(
         {
             "respondent_id": ids.to_numpy()[rows],
