@@ -1,6 +1,7 @@
 """PRISM and Community Alignment loaders on schema-faithful synthetic fixtures."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -59,12 +60,19 @@ def test_prism_reports_unusable_rows(prism):
         "turn without a chosen response": 1,
         "no survey row for the user": 1,
     }
+    assert summary["conversations"].notes == {"truncated at an unusable turn": 1}
     assert summary["turns"].dropped == {
         "conversation ends on a user turn": 1,
         "turn without a chosen response": 1,
         "after an unusable turn": 1,
         "no survey row for the user": 1,
     }
+    # c7: of its three other responses one is empty and one repeats the chosen response
+    assert summary["DPO pairs"].dropped == {
+        "rejected response is empty": 1,
+        "rejected response is the chosen one": 1,
+    }
+    assert len([p for p in prism.dpo if p.conversation_id == "c7"]) == 1
     ends_on_user = [ex for ex in prism.sft if ex.conversation_id == "c13"]
     assert len(ends_on_user) == 1 and ends_on_user[0].answer == "hi, chosen"
     assert all(ex.messages[-1]["role"] == "assistant" for ex in prism.sft)
@@ -75,7 +83,23 @@ def test_prism_reports_unusable_rows(prism):
 def test_community_alignment_rows_pairs_and_choice_sets(ca):
     summary = ca.summary.units
     assert summary["conversations"].dropped == {"no prompt in the first turn": 1}
-    assert summary["turns"].dropped == {"turn without a preferred response": 1, "after an unusable turn": 1}
+    assert summary["turns"].dropped == {
+        "turn without a preferred response": 1,
+        "after an unusable turn": 1,
+        "after a turn without a prompt": 1,
+    }
+    assert summary["conversations"].notes == {
+        "truncated at an unusable turn": 1,
+        "truncated at a turn without a prompt": 1,
+    }
+    assert [ex.turn for ex in ca.sft if ex.conversation_id == "ca5"] == [
+        0,
+        1,
+    ]  # its fourth turn follows a gap
+    assert summary["DPO pairs"].dropped == {
+        "rejected response is empty": 1,
+        "rejected response is the chosen one": 1,
+    }
     assert summary["choice sets"].dropped == {
         "first turn lacks one of the four responses": 1,
         "no prompt in the first turn": 1,
@@ -122,6 +146,14 @@ def test_chat_collators_mask_the_chosen_response(prism):
             assert tok.decode(labels[labels != IGNORE_INDEX]) == getattr(pair, side) + "<|im_end|>"
     prompts = PromptCollator(tok)(prism.sft[:3])
     assert "option_token_ids" not in prompts and prompts["input_ids"].shape[0] == 3
+
+
+def test_empty_chat_split_names_the_dataset(prism):
+    source = re.escape(str(FIXTURES / "prism"))
+    with pytest.raises(
+        DataError, match=rf"^{source}, column 'annotator_id': the valid split of prism is empty"
+    ):
+        prism.split("annotator", fractions=(0.95, 0.05, 0.0))
 
 
 def write_jsonl(path, rows):

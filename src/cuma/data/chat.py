@@ -7,6 +7,7 @@ collators and splits of `cuma.data` accept, all carrying the annotator's profile
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,32 +15,18 @@ from typing import Any
 from cuma.data.errors import DataError
 from cuma.data.examples import SurveyExample
 from cuma.data.profiles import Profile, ProfileTemplate
+from cuma.data.prompt import ChatFormat
 from cuma.data.splits import SPLITS, Split, assign_groups
 from cuma.data.summary import LoadSummary
 
 
 @dataclass(frozen=True)
-class ChatFormat:
-    """System prompts for chat data.
-
-    Attributes:
-        system: without a persona.
-        persona_system: with a persona (``{profile}``, ``{system}``); the reference puts
-            ``User Profile: ...`` in the system prompt for every method, hence the default.
-    """
-
-    system: str = "You are a helpful assistant."
-    persona_system: str = "User Profile: {profile}"
-
-    def system_prompt(self, profile_text: str, persona: bool) -> str:
-        if persona and profile_text:
-            return self.persona_system.format(profile=profile_text, system=self.system)
-        return self.system
-
-
-@dataclass(frozen=True)
 class Turn:
-    """One exchange: the user's prompt, the chosen response and the other responses."""
+    """One exchange: the user's prompt, the chosen response and the other responses as given.
+
+    Empty other responses and copies of the chosen one make no DPO pair; `build_chat_data`
+    skips and counts them.
+    """
 
     prompt: str
     chosen: str
@@ -137,10 +124,14 @@ class ChatData:
             "dpo": Split([], [], [], key=key, groups=groups).apply(self.dpo),
             "choice": Split([], [], [], key=choice_key, groups=groups).apply(self.choice),
         }
+        source = self.summary.source if self.summary else None
         for name, fraction in zip(SPLITS, fractions, strict=True):
             if fraction > 0 and not parts["sft"][name]:
                 raise DataError(
-                    f"the {name} split of {self.name} is empty after splitting by {by}", value=len(ids)
+                    f"the {name} split of {self.name} is empty after splitting its {len(self.sft)} SFT "
+                    f"rows by {by}",
+                    source=source,
+                    column=key,
                 )
         return parts
 
@@ -153,8 +144,13 @@ def build_chat_data(
     persona: bool,
     summary: LoadSummary,
 ) -> ChatData:
-    """SFT rows (one per turn, history of chosen responses) and DPO pairs (one per rejected response)."""
+    """SFT rows (one per turn, history of chosen responses) and DPO pairs (one per rejected response).
+
+    A rejected response that is empty or the same as the chosen one gives no pair; ``summary``
+    counts them under ``DPO pairs``.
+    """
     sft, dpo = [], []
+    skipped: Counter[str] = Counter()
     for conv in conversations:
         text = template.render(conv.profile)
         history: list[dict[str, str]] = [{"role": "system", "content": fmt.system_prompt(text, persona)}]
@@ -170,6 +166,13 @@ def build_chat_data(
                 prompt_messages=prompt,
             )
             sft.append(ChatExample(**common, answer=turn.chosen))
-            dpo += [PreferencePair(**common, chosen=turn.chosen, rejected=r) for r in turn.rejected]
+            for rejected in turn.rejected:
+                if not rejected.strip():
+                    skipped["rejected response is empty"] += 1
+                elif rejected.strip() == turn.chosen.strip():
+                    skipped["rejected response is the chosen one"] += 1
+                else:
+                    dpo.append(PreferencePair(**common, chosen=turn.chosen, rejected=rejected))
             history.append({"role": "assistant", "content": turn.chosen})
+    summary.add("DPO pairs", len(dpo) + sum(skipped.values()), len(dpo), skipped)
     return ChatData(name=name, sft=sft, dpo=dpo, summary=summary)

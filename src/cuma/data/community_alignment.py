@@ -2,10 +2,13 @@
 
 Each row is one annotator's conversation: for each turn (first..fourth) a prompt, four candidate
 responses ``a``-``d`` and the preferred one (``response_b``...). A conversation ends at the first
-turn without a prompt; a turn with a prompt but no usable preference is dropped with the rest of
-its conversation and counted. Besides SFT rows and DPO pairs (preferred vs each other response),
-the first turn gives the 4-way choice set the paper evaluates ("which of A-D did this annotator
-prefer"), as `SurveyExample`s so that multiple-choice scoring applies unchanged.
+turn without a prompt (later turns that have one are dropped and counted); a turn with a prompt
+but no usable preference is dropped with the rest of its conversation and counted. The usable
+turns before either cut are kept and the conversation is counted as truncated.
+
+Besides SFT rows and DPO pairs (preferred vs each other response), the first turn gives the
+4-way choice set the paper evaluates ("which of A-D did this annotator prefer"), as
+`SurveyExample`s so that multiple-choice scoring applies unchanged.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cuma.data.chat import ChatData, ChatFormat, Conversation, Turn, build_chat_data
+from cuma.data.chat import ChatData, Conversation, Turn, build_chat_data
 from cuma.data.errors import DataError
 from cuma.data.examples import SurveyExample
 from cuma.data.profiles import KEY_VALUE, Profile, ProfileTemplate, is_missing
-from cuma.data.prompt import PromptFormat, option_letters
+from cuma.data.prompt import ChatFormat, PromptFormat, option_letters
 from cuma.data.records import Record, read_hub, read_local
 from cuma.data.summary import LoadSummary
 
@@ -81,7 +84,7 @@ def _read(
     rows: Sequence[Record], fields: Mapping[str, str], summary: LoadSummary
 ) -> tuple[list[Conversation], list[tuple[Conversation, str, tuple[str, ...], int]]]:
     conversations, choices = [], []
-    conv_drops, turn_drops, choice_drops = Counter(), Counter(), Counter()
+    conv_drops, turn_drops, choice_drops, truncated = Counter(), Counter(), Counter(), Counter()
     turns_read = turns_kept = 0
     seen: dict[tuple[str, str], int] = {}
     for rec in rows:
@@ -96,22 +99,26 @@ def _read(
             )
         seen[aid, cid] = rec.row
         profile = Profile({name: rec.get(col) for name, col in fields.items()})
-        prompts = []
-        for t in TURNS:
-            if not _text(rec.get(f"{t}_turn_prompt", required=t == "first")).strip():
-                break
-            prompts.append(t)
+        asked = [bool(_text(rec.get(f"{t}_turn_prompt", required=t == "first")).strip()) for t in TURNS]
+        prompts = TURNS[: asked.index(False)] if False in asked else TURNS
+        after_gap = sum(asked[len(prompts) :])
         turns: list[Turn] = []
         for k, t in enumerate(prompts):
             turn = _turn(rec, t)
             if isinstance(turn, str):
                 turn_drops[turn] += 1
-                turn_drops["after an unusable turn"] += len(prompts) - k - 1
-                if not turns:
+                turn_drops["after an unusable turn"] += len(prompts) - k - 1 + after_gap
+                if turns:
+                    truncated["truncated at an unusable turn"] += 1
+                else:
                     conv_drops[turn] += 1
                 break
             turns.append(turn)
-        turns_read += len(prompts)
+        else:
+            turn_drops["after a turn without a prompt"] += after_gap
+            if turns and after_gap:
+                truncated["truncated at a turn without a prompt"] += 1
+        turns_read += len(prompts) + after_gap
         turns_kept += len(turns)
         conv = Conversation(cid, aid, profile, tuple(turns))
         if turns:
@@ -126,7 +133,7 @@ def _read(
             choice_drops["first turn lacks one of the four responses"] += 1
         else:
             choices.append((conv, _text(rec.get("first_turn_prompt")), responses, preferred))
-    summary.add("conversations", len(rows), len(conversations), conv_drops)
+    summary.add("conversations", len(rows), len(conversations), conv_drops, notes=truncated)
     summary.add("turns", turns_read, turns_kept, turn_drops)
     summary.add("choice sets", len(rows), len(choices), choice_drops)
     return conversations, choices
@@ -157,7 +164,7 @@ def _turn(rec: Record, t: str) -> Turn | str:
     chosen = responses[preferred]
     if not chosen.strip():
         return "preferred response is empty"
-    rejected = tuple(r for i, r in enumerate(responses) if i != preferred and r.strip() and r != chosen)
+    rejected = tuple(r for i, r in enumerate(responses) if i != preferred)
     return Turn(prompt=_text(rec.get(f"{t}_turn_prompt")), chosen=chosen, rejected=rejected)
 
 

@@ -4,7 +4,9 @@ From the hub (configs ``survey`` and ``conversations``) or from a local folder h
 ``survey.jsonl`` and ``conversations.jsonl``. Each turn of ``conversation_history`` has one user
 message and the rated model responses, one of them ``if_chosen``. A turn without a user message
 or without exactly one chosen response, or a conversation that ends on a user turn, cannot be
-used; that turn and the rest of its conversation are dropped and counted in the summary.
+used; that turn and the rest of its conversation are dropped and counted in the summary. The
+usable turns before it are kept, since each is a complete exchange, and the conversation is
+counted as truncated (``conversations`` notes in the summary).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cuma.data.chat import ChatData, ChatFormat, Conversation, Turn, build_chat_data
+from cuma.data.chat import ChatData, Conversation, Turn, build_chat_data
 from cuma.data.errors import DataError
 from cuma.data.profiles import KEY_VALUE, Profile, ProfileTemplate
+from cuma.data.prompt import ChatFormat
 from cuma.data.records import Record, read_hub, read_local
 from cuma.data.summary import LoadSummary
 
@@ -96,19 +99,15 @@ def _turn(items: Sequence[Mapping], last: bool) -> Turn | str:
     answer = str(chosen[0].get("content") or "")
     if not answer.strip():
         return "chosen response is empty"
-    others = tuple(
-        str(m["content"]) for m in models if m is not chosen[0] and str(m.get("content") or "").strip()
-    )
-    return Turn(
-        prompt=str(users[0]["content"]), chosen=answer, rejected=tuple(o for o in others if o != answer)
-    )
+    others = tuple(str(m.get("content") or "") for m in models if m is not chosen[0])
+    return Turn(prompt=str(users[0]["content"]), chosen=answer, rejected=others)
 
 
 def _conversations(
     rows: Sequence[Record], profiles: Mapping[str, Profile], summary: LoadSummary
 ) -> list[Conversation]:
     out: list[Conversation] = []
-    conv_drops, turn_drops = Counter(), Counter()
+    conv_drops, turn_drops, truncated = Counter(), Counter(), Counter()
     turns_read = turns_kept = 0
     seen: set[str] = set()
     for rec in rows:
@@ -138,7 +137,9 @@ def _conversations(
             if isinstance(turn, str):
                 turn_drops[turn] += 1
                 turn_drops["after an unusable turn"] += len(by_turn) - k - 1
-                if not usable:
+                if usable:
+                    truncated["truncated at an unusable turn"] += 1
+                else:
                     conv_drops[turn] += 1
                 break
             usable.append(turn)
@@ -147,7 +148,7 @@ def _conversations(
             out.append(Conversation(cid, uid, profiles[uid], tuple(usable)))
         elif not by_turn:
             conv_drops["empty conversation_history"] += 1
-    summary.add("conversations", len(rows), len(out), conv_drops)
+    summary.add("conversations", len(rows), len(out), conv_drops, notes=truncated)
     summary.add("turns", turns_read, turns_kept, turn_drops)
     return out
 

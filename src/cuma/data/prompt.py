@@ -18,13 +18,33 @@ def option_letters(n: int) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class PromptFormat:
-    """The wording around a multiple-choice question.
+class ChatFormat:
+    """The system prompt, with or without the persona (the defaults are those of chat data).
+
+    Attributes:
+        system: system prompt without a persona.
+        persona_system: system prompt with a persona; ``{profile}`` is the rendered profile and
+            ``{system}`` the plain system prompt. The reference puts ``User Profile: ...`` in the
+            system prompt of chat data for every method, hence the default.
+    """
+
+    system: str = "You are a helpful assistant."
+    persona_system: str = "User Profile: {profile}"
+
+    def system_prompt(self, profile_text: str, persona: bool) -> str:
+        """The persona system prompt when ``persona`` is on and the profile is not empty."""
+        if persona and profile_text:
+            return self.persona_system.format(profile=profile_text, system=self.system)
+        return self.system
+
+
+@dataclass(frozen=True)
+class PromptFormat(ChatFormat):
+    """The system prompt and the wording around a multiple-choice question.
 
     Attributes:
         system: system prompt without a persona (the paper's survey prompt by default).
-        persona_system: system prompt with a persona; ``{profile}`` is the rendered profile and
-            ``{system}`` the plain system prompt. The paper replaces the system prompt with the
+        persona_system: as in `ChatFormat`; the paper replaces the system prompt with the
             profile sentence, hence the default ``"{profile}"``.
         option: format of one option line, with ``{letter}`` and ``{label}``.
         instruction: sentence after the options (the paper's wording by default).
@@ -34,11 +54,6 @@ class PromptFormat:
     persona_system: str = "{profile}"
     option: str = "{letter}. {label}"
     instruction: str = "You can only choose one option."
-
-    def system_prompt(self, profile_text: str, persona: bool) -> str:
-        if persona and profile_text:
-            return self.persona_system.format(profile=profile_text, system=self.system)
-        return self.system
 
     def user_prompt(self, question: str, labels: Sequence[str]) -> str:
         letters = option_letters(len(labels))
