@@ -201,13 +201,6 @@ def test_router_layer_without_routing_state_is_an_error() -> None:
         layer(torch.randn(1, 2, IN, dtype=torch.float64))
 
 
-def test_embedding_rows_must_match_hidden_rows() -> None:
-    config, layer, routers = build("cuma", {})
-    state = RoutingState(routers, config, demographic=torch.randn(3, DEMO, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"\(3, 6\).*\(2, 4, 12\)"):
-        layer(torch.randn(2, 4, IN, dtype=torch.float64), routing=state)
-
-
 def test_bf16_autocast_runs_and_keeps_float32_parameters() -> None:
     config = CuMAConfig.from_preset("cuma", demographic_input_dim=DEMO)
     layer = MixtureLoRALinear(nn.Linear(IN, OUT), config, "layer", "r")

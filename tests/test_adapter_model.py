@@ -208,12 +208,30 @@ def test_mismatched_embedding_rows_name_both_shapes() -> None:
 
 
 @pytest.mark.parametrize("preset", ["mixlora", "hydralora", "no-demographic", "lora"])
-def test_configs_without_demographics_ignore_embeddings(preset: str) -> None:
+def test_configs_without_demographics_ignore_embeddings_but_check_their_rows(preset: str) -> None:
     model = adapted(preset)
     tokens = ids()
     torch.testing.assert_close(
-        model(tokens).logits, model(tokens, demographic_embeds=torch.randn(5, 3)).logits
+        model(tokens).logits, model(tokens, demographic_embeds=torch.randn(2, 3)).logits
     )
+    with pytest.raises(ValueError, match=r"\(5, 3\).*\(2, 6\)"):
+        model(tokens, demographic_embeds=torch.randn(5, 3))
+    with pytest.raises(ValueError, match=r"\(1, 3\).*\(2, 6\)"):
+        model.generate(tokens, demographic_embeds=torch.randn(1, 3), max_new_tokens=1, pad_token_id=3)
+    with (
+        model.disable_adapter(),
+        pytest.raises(ValueError, match="one embedding row is needed per input row"),
+    ):
+        model(tokens, demographic_embeds=torch.randn(3, DEMO))
+
+
+def test_return_dict_false_is_refused_before_the_model_runs() -> None:
+    model = adapted("cuma")
+    calls: list[int] = []
+    model.base_model.register_forward_pre_hook(lambda *_: calls.append(1))
+    with pytest.raises(TypeError, match="drop return_dict=False"):
+        model(ids(), demographic_embeds=torch.randn(2, DEMO), return_dict=False)
+    assert not calls
 
 
 def test_disable_adapter_runs_the_bare_base_model() -> None:

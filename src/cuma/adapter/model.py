@@ -115,12 +115,13 @@ class CuMAModel(nn.Module):
         group = next((g for g in config.router_sharing if child in g), (child,))
         key = f"{parent}.{'+'.join(group)}".replace(".", "-")
         if key not in self.routers:
-            router = Router(config, linear.in_features).to(linear.weight.device)
-            self.routers[key] = router
-        elif (width := self.routers[key].hidden_proj) is not None and width.in_features != linear.in_features:
+            self.routers[key] = Router(config, linear.in_features).to(linear.weight.device)
+            return key
+        shared_proj = self.routers[key].hidden_proj
+        if shared_proj is not None and shared_proj.in_features != linear.in_features:
             raise ValueError(
                 f"{parent}.{child} has in_features={linear.in_features} but shares router {key} with a layer "
-                f"of in_features={width.in_features}; remove it from CuMAConfig.router_sharing"
+                f"of in_features={shared_proj.in_features}; remove it from CuMAConfig.router_sharing"
             )
         return key
 
@@ -133,13 +134,15 @@ class CuMAModel(nn.Module):
         **kwargs: Any,
     ) -> Any:
         """The base model's output plus ``aux_loss``: the weighted router losses, summed (0 if no router)."""
+        return_dict = kwargs.get("return_dict")
+        if not (self.base_model.config.return_dict if return_dict is None else return_dict):
+            raise TypeError(
+                "CuMAModel.forward returns the base model's ModelOutput with an aux_loss added; "
+                "drop return_dict=False (and keep config.return_dict=True)"
+            )
         state = self._state(input_ids, attention_mask, demographic_embeds, kwargs, expand=1, compute_aux=True)
         with self._routing(state):
             output = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        if not hasattr(output, "keys"):
-            raise TypeError(
-                "CuMAModel.forward needs the base model to return a ModelOutput; drop return_dict=False"
-            )
         losses = state.aux_losses if state is not None else []
         output["aux_loss"] = torch.stack(losses).sum() if losses else torch.zeros((), device=self._device)
         return output
@@ -180,6 +183,10 @@ class CuMAModel(nn.Module):
         expand: int,
         compute_aux: bool,
     ) -> RoutingState | None:
+        if demographic_embeds is not None:
+            _check_rows(
+                demographic_embeds, input_ids if input_ids is not None else kwargs.get("inputs_embeds")
+            )
         if self._adapter_disabled or not self.config.has_router:
             return None
         demographic = None
@@ -188,12 +195,6 @@ class CuMAModel(nn.Module):
                 raise ValueError(
                     f"this CuMA adapter routes on demographics (router_inputs={self.config.router_inputs}); "
                     f"pass demographic_embeds of shape [batch, {self.config.demographic_input_dim}]"
-                )
-            inputs = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
-            if inputs is not None and demographic_embeds.shape[0] != inputs.shape[0]:
-                raise ValueError(
-                    f"demographic_embeds of shape {tuple(demographic_embeds.shape)} does not match the "
-                    f"inputs of shape {tuple(inputs.shape)}: one embedding row is needed per input row"
                 )
             demographic = self.projection(demographic_embeds.to(self._device)).repeat_interleave(
                 expand, dim=0
@@ -285,11 +286,14 @@ class CuMAModel(nn.Module):
             for k in sorted(set(own) & set(tensors))
             if tensors[k].shape != own[k].shape
         ]
-        if missing or unexpected or misshaped:
-            problems = [f"missing: {missing}"] * bool(missing) + [f"unexpected: {unexpected}"] * bool(
-                unexpected
-            )
-            problems += [f"mis-shaped: {misshaped}"] * bool(misshaped)
+        problems = []
+        if missing:
+            problems.append(f"missing: {missing}")
+        if unexpected:
+            problems.append(f"unexpected: {unexpected}")
+        if misshaped:
+            problems.append(f"mis-shaped: {misshaped}")
+        if problems:
             raise ValueError(f"{source} does not fit this CuMA model; " + "; ".join(problems))
         with torch.no_grad():
             for name, param in own.items():
@@ -361,6 +365,20 @@ class CuMAModel(nn.Module):
 def get_cuma_model(base_model: nn.Module, config: CuMAConfig) -> CuMAModel:
     """Freeze ``base_model`` and add the adapter that ``config`` describes (modifies it in place)."""
     return CuMAModel(base_model, config)
+
+
+def _check_rows(demographic_embeds: torch.Tensor, inputs: torch.Tensor | None) -> None:
+    """One embedding row per input row, whether or not the router reads them (the projection checks
+    the width when it does), so a misaligned batch fails for every method alike."""
+    if not isinstance(demographic_embeds, torch.Tensor):
+        raise TypeError(f"demographic_embeds must be a tensor, got {type(demographic_embeds).__name__}")
+    if inputs is not None and (
+        demographic_embeds.dim() == 0 or demographic_embeds.shape[0] != inputs.shape[0]
+    ):
+        raise ValueError(
+            f"demographic_embeds of shape {tuple(demographic_embeds.shape)} does not match the "
+            f"inputs of shape {tuple(inputs.shape)}: one embedding row is needed per input row"
+        )
 
 
 def _inject_routing(

@@ -63,11 +63,6 @@ class Router(nn.Module):
                     f"this router reads demographics (router_inputs={self.config.router_inputs}) "
                     "but no demographic_embeds were passed"
                 )
-            if demographic.shape[0] != hidden.shape[0]:
-                raise ValueError(
-                    f"demographic embeddings of shape {tuple(demographic.shape)} do not match hidden states "
-                    f"of shape {tuple(hidden.shape)}: one embedding row is needed per input row"
-                )
             demographic = demographic.to(device=hidden.device, dtype=dtype)
             out = F.linear(demographic, self.demographic_proj.weight.to(dtype), bias).unsqueeze(1)
             if self.hidden_proj is not None:
@@ -121,7 +116,8 @@ class RoutingState:
     """Everything about one call that routing needs; lives only for that call.
 
     CuMAModel creates it per forward/generate and hands it to the adapted layers through scoped
-    forward pre-hooks, so no batch data is ever stored on a module.
+    forward pre-hooks, so no batch data is ever stored on a module. ``demographic`` holds the projected
+    embeddings, one row per input row (CuMAModel checks the rows before building the state).
     """
 
     routers: nn.ModuleDict
@@ -130,8 +126,8 @@ class RoutingState:
     attention_mask: torch.Tensor | None = None
     compute_aux: bool = True
     record: dict[str, list[torch.Tensor]] | None = None
-    aux_losses: list[torch.Tensor] = field(default_factory=list)
-    _cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    aux_losses: list[torch.Tensor] = field(default_factory=list, init=False, repr=False)
+    _cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
 
     def gates(self, router_key: str, hidden: torch.Tensor, layer_name: str) -> torch.Tensor:
         """Expert gates [B, S, N] (or [B, 1, N]) for ``hidden`` [B, S, in]; a router runs once per input."""
