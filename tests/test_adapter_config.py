@@ -27,7 +27,7 @@ from cuma.tiny import tiny_model
         ({"num_experts": 1, "top_k": 1}, "needs at least 2 experts"),
     ],
 )
-def test_invalid_settings_raise_at_construction(overrides: dict, message: str) -> None:
+def test_invalid_settings_raise_at_construction(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CuMAConfig.from_preset("cuma", **overrides)
 
@@ -42,8 +42,12 @@ def test_lora_preset_has_no_router_and_rejects_more_experts() -> None:
 def test_unknown_preset_and_field_are_named() -> None:
     with pytest.raises(ValueError, match="unknown CuMA preset 'moe'"):
         CuMAConfig.from_preset("moe")
-    with pytest.raises(ValueError, match=r"unknown CuMAConfig field\(s\) \['experts'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown CuMAConfig field\(s\) \['experts'\] in overrides for preset"
+    ):
         CuMAConfig.from_preset("cuma", experts=4)
+    with pytest.raises(ValueError, match=r"unknown CuMAConfig field\(s\) \['experts', 'layers'\]"):
+        CuMAConfig.from_dict({"rank": 4, "layers": 2, "experts": 2})
 
 
 def test_presets_differ_where_the_paper_says() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
@@ -89,17 +90,19 @@ class CuMAConfig:
         """The named variant, with any field replaced by ``overrides``."""
         if name not in PRESETS:
             raise ValueError(f"unknown CuMA preset {name!r}; expected one of {sorted(PRESETS)}")
-        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown CuMAConfig field(s) {unknown} in overrides for preset {name!r}")
+        cls._check_field_names(overrides, f" in overrides for preset {name!r}")
         return replace(PRESETS[name], **overrides)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CuMAConfig:
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown CuMAConfig field(s) {unknown}")
+        cls._check_field_names(values)
         return cls(**values)
+
+    @classmethod
+    def _check_field_names(cls, names: Iterable[str], where: str = "") -> None:
+        unknown = sorted(set(names) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown CuMAConfig field(s) {unknown}{where}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
