@@ -84,10 +84,17 @@ def test_held_out_question_split(examples):
         held_out_question_split(examples, ["natzzz"])
 
 
-def test_empty_split_is_an_error(examples):
+def test_empty_split_is_an_error_naming_the_dataset(examples):
     few = [ex for ex in examples if ex.respondent_id in {"1", "2"}]
-    with pytest.raises(DataError, match="split is empty"):
-        random_split(few, fractions=(0.8, 0.1, 0.1))
+    with pytest.raises(
+        DataError,
+        match=r"^gss, column .respondent_id.: the valid split is empty after a random split by respondent_id",
+    ):
+        random_split(few, fractions=(0.8, 0.1, 0.1), source="gss")
+    with pytest.raises(
+        DataError, match=r"^gss, column .respondent_id.: the test split is empty after holding out questions"
+    ):
+        held_out_question_split(few, ["natspac"], fractions=(0.5, 0.5, 0.0), source="gss")
 
 
 def test_stratified_sampling_is_even_and_reproducible(examples):

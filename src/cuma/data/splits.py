@@ -89,13 +89,16 @@ def _assemble(
     key: str,
     groups: dict[str, frozenset[str]],
     what: str,
+    source: object,
     questions: dict[str, frozenset[str]] | None = None,
     required: Iterable[str] = SPLITS,
 ) -> Split[T]:
     split = Split[T]([], [], [], key=key, groups=groups, questions=questions).apply(items)
     for name in required:
         if not split[name]:
-            raise DataError(f"the {name} split is empty after {what}", column=key, value=len(items))
+            raise DataError(
+                f"the {name} split is empty after {what} ({len(items)} items)", source=source, column=key
+            )
     return split
 
 
@@ -105,11 +108,15 @@ def random_split(
     key: str = "respondent_id",
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
+    source: object = None,
 ) -> Split[T]:
-    """Random train/valid/test split of the groups named by ``key``; a split with fraction 0 may be empty."""
+    """Random train/valid/test split of the groups named by ``key``; a split with fraction 0 may be empty.
+
+    ``source`` (e.g. ``survey.source``) names the dataset in errors, here and in the other splits.
+    """
     groups = assign_groups([str(getattr(item, key)) for item in items], fractions, seed)
     required = [name for name, f in zip(SPLITS, fractions, strict=True) if f > 0]
-    return _assemble(items, key, groups, f"a random split by {key}", required=required)
+    return _assemble(items, key, groups, f"a random split by {key}", source, required=required)
 
 
 def _matches(profile: Mapping[str, Any], cell: Mapping[str, Any]) -> bool:
@@ -123,6 +130,7 @@ def held_out_profile_split(
     valid_fraction: float = 0.1,
     seed: int = 0,
     key: str = "respondent_id",
+    source: object = None,
 ) -> Split[T]:
     """Every group whose profile matches one of ``cells`` goes to test; the rest to train/valid.
 
@@ -139,18 +147,19 @@ def held_out_profile_split(
         if unknown:
             raise DataError(
                 f"held-out cell names unknown profile fields; known: {sorted(fields)}",
+                source=source,
                 column=unknown[0],
                 value=dict(cell),
             )
         if not any(_matches(p, cell) for p in profile_of.values()):
-            raise DataError("held-out cell matches no respondent", value=dict(cell))
+            raise DataError("held-out cell matches no respondent", source=source, value=dict(cell))
     held = frozenset(gid for gid, p in profile_of.items() if any(_matches(p, cell) for cell in cells))
     rest = assign_groups(
         [gid for gid in profile_of if gid not in held], (1 - valid_fraction, valid_fraction, 0), seed
     )
     groups = {"train": rest["train"], "valid": rest["valid"], "test": held}
     required = ["train", "test"] + (["valid"] if valid_fraction > 0 else [])
-    return _assemble(items, key, groups, "holding out the profile cells", required=required)
+    return _assemble(items, key, groups, "holding out the profile cells", source, required=required)
 
 
 def pick_cells(
@@ -182,6 +191,7 @@ def held_out_question_split(
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     key: str = "respondent_id",
+    source: object = None,
 ) -> Split[T]:
     """Test = test respondents on the held-out ``questions``; train/valid = other respondents on the rest.
 
@@ -190,13 +200,14 @@ def held_out_question_split(
     known = {item.question_id for item in items}
     unknown = sorted(set(questions) - known)
     if unknown:
-        raise DataError("held-out question not in the data", column="question_id", value=unknown[0])
+        raise DataError(
+            "held-out question not in the data", source=source, column="question_id", value=unknown[0]
+        )
     held = frozenset(questions)
     seen = frozenset(known - held)
     groups = assign_groups([str(getattr(item, key)) for item in items], fractions, seed)
-    return _assemble(
-        items, key, groups, "holding out questions", questions={"train": seen, "valid": seen, "test": held}
-    )
+    questions_of = {"train": seen, "valid": seen, "test": held}
+    return _assemble(items, key, groups, "holding out questions", source, questions=questions_of)
 
 
 def _quotas(sizes: Mapping[Any, int], n: int) -> dict[Any, int]:
@@ -216,6 +227,19 @@ def _quotas(sizes: Mapping[Any, int], n: int) -> dict[Any, int]:
     return quota
 
 
+def _draw(
+    strata: Mapping[Any, Sequence[int]], n: int, seed: int, what: str, source: object = None
+) -> np.ndarray:
+    """Sorted positions of ``n`` items spread over the strata by `_quotas`, drawn reproducibly."""
+    total = sum(len(rows) for rows in strata.values())
+    if n > total:
+        raise DataError(f"cannot sample {n} {what} from {total}", source=source, value=n)
+    quota = _quotas({s: len(rows) for s, rows in strata.items()}, n)
+    rng = np.random.default_rng(seed)
+    chosen = [i for s in sorted(strata, key=str) for i in rng.choice(strata[s], size=quota[s], replace=False)]
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
 def sample_stratified(
     items: Sequence[T],
     n: int,
@@ -229,30 +253,18 @@ def sample_stratified(
     Each stratum gets an equal share; strata with fewer items give their surplus to the others.
     The result keeps the input order.
     """
-    if n > len(items):
-        raise DataError(f"cannot sample {n} {name} from {len(items)}", value=n)
     stratum = by if callable(by) else (lambda item: getattr(item, by))
     strata: dict[Any, list[int]] = {}
     for i, item in enumerate(items):
         strata.setdefault(stratum(item), []).append(i)
-    quota = _quotas({s: len(rows) for s, rows in strata.items()}, n)
-    rng = np.random.default_rng(seed)
-    chosen = [i for s in sorted(strata, key=str) for i in rng.choice(strata[s], size=quota[s], replace=False)]
-    return [items[i] for i in sorted(chosen)]
+    return [items[i] for i in _draw(strata, n, seed, name)]
 
 
 def sample_answers(survey: Survey, n: int, *, seed: int = 0) -> Survey:
     """The survey with ``n`` of its answers, stratified by question: sample *before* building examples
     when the survey is large (WorldValuesBench has 21M answers; the paper trains on 50k)."""
     answers = survey.answers
-    if n > len(answers):
-        raise DataError(f"cannot sample {n} answers from {len(answers)}", source=survey.source, value=n)
-    groups = answers.groupby("question_id", sort=True).indices
-    quota = _quotas({q: len(rows) for q, rows in groups.items()}, n)
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(
-        np.concatenate([rng.choice(groups[q], size=quota[q], replace=False) for q in sorted(groups)])
-    )
+    chosen = _draw(answers.groupby("question_id").indices, n, seed, "answers", survey.source)
     kept = answers.iloc[chosen].reset_index(drop=True)
     people = set(kept["respondent_id"])
     respondents = {rid: p for rid, p in survey.respondents.items() if rid in people}
