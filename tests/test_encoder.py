@@ -1,5 +1,7 @@
 """The frozen demographic encoder, on the real packaged all-MiniLM-L6-v2."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -16,15 +18,15 @@ PROFILES = [
 
 
 @pytest.fixture(scope="module")
-def encoder():
+def encoder() -> DemographicEncoder:
     return DemographicEncoder()
 
 
-def texts():
+def texts() -> list[str]:
     return [KEY_VALUE.render(profile) for profile in PROFILES]
 
 
-def test_frozen_and_float32(encoder):
+def test_frozen_and_float32(encoder: DemographicEncoder) -> None:
     assert encoder.dim == 384
     assert not encoder.model.training
     assert not any(p.requires_grad for p in encoder.model.parameters())
@@ -35,7 +37,7 @@ def test_frozen_and_float32(encoder):
     assert encoder.encode([]).shape == (0, 384)
 
 
-def test_masked_mean_pooling_matches_manual_mean(encoder):
+def test_masked_mean_pooling_matches_manual_mean(encoder: DemographicEncoder) -> None:
     batch = encoder.tokenizer(texts(), padding=True, return_tensors="pt")
     assert not batch["attention_mask"].all(), "the test needs a padded batch"
     with torch.no_grad():
@@ -48,7 +50,7 @@ def test_masked_mean_pooling_matches_manual_mean(encoder):
     torch.testing.assert_close(raw.encode(texts()), pooled, atol=1e-5, rtol=1e-5)
 
 
-def test_vector_independent_of_batch_composition_and_order(encoder):
+def test_vector_independent_of_batch_composition_and_order(encoder: DemographicEncoder) -> None:
     target = PROFILES[1]
     encoder.clear_cache()
     alone = encoder.encode([target])[0]
@@ -60,7 +62,7 @@ def test_vector_independent_of_batch_composition_and_order(encoder):
             assert torch.equal(vectors[row], alone)
 
 
-def test_matches_sentence_transformers(encoder):
+def test_matches_sentence_transformers(encoder: DemographicEncoder) -> None:
     sentence_transformers = pytest.importorskip("sentence_transformers")
     reference = sentence_transformers.SentenceTransformer(str(packaged_minilm_dir()), device="cpu")
     expected = reference.encode(texts(), convert_to_tensor=True)
@@ -68,7 +70,9 @@ def test_matches_sentence_transformers(encoder):
     torch.testing.assert_close(encoder.encode(texts()), expected.cpu(), atol=1e-6, rtol=1e-5)
 
 
-def test_directory_without_sentence_transformers_modules_is_not_normalised(encoder, tmp_path):
+def test_directory_without_sentence_transformers_modules_is_not_normalised(
+    encoder: DemographicEncoder, tmp_path: Path
+) -> None:
     encoder.model.save_pretrained(tmp_path)
     encoder.tokenizer.save_pretrained(tmp_path)
     plain = DemographicEncoder(tmp_path)
@@ -79,7 +83,7 @@ def test_directory_without_sentence_transformers_modules_is_not_normalised(encod
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_last_pool_picks_last_real_token(side):
+def test_last_pool_picks_last_real_token(side: str) -> None:
     lengths = [3, 5, 1]
     hidden = torch.randn(len(lengths), 5, 4)
     mask = torch.zeros(len(lengths), 5, dtype=torch.long)
@@ -91,7 +95,7 @@ def test_last_pool_picks_last_real_token(side):
     assert torch.equal(last_pool(hidden, mask), torch.stack(expected))
 
 
-def test_last_pooling_encodes_final_token():
+def test_last_pooling_encodes_final_token() -> None:
     encoder = DemographicEncoder(pooling="last", normalize=False)
     text = texts()[0]
     batch = encoder.tokenizer([text], return_tensors="pt")
@@ -100,7 +104,7 @@ def test_last_pooling_encodes_final_token():
     torch.testing.assert_close(encoder.encode([text])[0], final)
 
 
-def test_profile_and_its_rendering_give_the_same_vector(encoder):
+def test_profile_and_its_rendering_give_the_same_vector(encoder: DemographicEncoder) -> None:
     encoder.clear_cache()
     from_profiles = encoder.encode(PROFILES)
     encoder.clear_cache()
@@ -109,7 +113,7 @@ def test_profile_and_its_rendering_give_the_same_vector(encoder):
     assert torch.equal(persona.encode(PROFILES[:1])[0], encoder.encode([WVB_PERSONA.render(PROFILES[0])])[0])
 
 
-def test_cache_hits_do_not_rerun_the_model():
+def test_cache_hits_do_not_rerun_the_model() -> None:
     encoder = DemographicEncoder(cache_size=3)
     calls = []
     encoder.model.register_forward_hook(lambda *_: calls.append(1))
@@ -128,7 +132,7 @@ def test_cache_hits_do_not_rerun_the_model():
     assert len(calls) > ran
 
 
-def test_bad_inputs_raise_clear_errors(encoder, tmp_path):
+def test_bad_inputs_raise_clear_errors(encoder: DemographicEncoder, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-encoder"
     with pytest.raises(FileNotFoundError, match="no-such-encoder"):
         DemographicEncoder(missing)

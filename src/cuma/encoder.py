@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 from cuma.data.profiles import KEY_VALUE, ProfileTemplate
+from cuma.hub import resolve_model_source
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -86,7 +87,11 @@ class DemographicEncoder:
             if value < 1:
                 raise ValueError(f"DemographicEncoder {field}={value}; it must be at least 1")
         self.name_or_path = str(name_or_path)
-        self.source = _resolve_source(self.name_or_path)
+        self.source = (
+            str(packaged_minilm_dir())
+            if self.name_or_path in MINILM_ALIASES
+            else resolve_model_source(self.name_or_path, "demographic encoder", MINILM_ALIASES)
+        )
         self.pooling = pooling
         self.max_length = max_length
         self.batch_size = batch_size
@@ -171,22 +176,6 @@ class DemographicEncoder:
         pool = mean_pool if self.pooling == "mean" else last_pool
         pooled = pool(hidden, attention_mask)
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
-
-
-def _resolve_source(name_or_path: str) -> str:
-    if name_or_path in MINILM_ALIASES:
-        return str(packaged_minilm_dir())
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise NotADirectoryError(f"demographic encoder {str(path)!r} is a file, not a model directory")
-        return str(path)
-    if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") != 1:
-        raise FileNotFoundError(
-            f"demographic encoder {name_or_path!r} is neither an existing directory nor a hub id (org/name); "
-            f"built-in aliases: {', '.join(MINILM_ALIASES)}"
-        )
-    return name_or_path
 
 
 def _sentence_transformers_normalizes(source: str) -> bool:

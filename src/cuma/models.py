@@ -21,6 +21,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from cuma.hub import resolve_model_source
 from cuma.tiny import tiny_model, tiny_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ def load_base_model(
         if torch_dtype is not None:
             model.to(torch_dtype)
     else:
-        model, tokenizer = _from_pretrained(_resolve_path(name), torch_dtype, name)
+        model, tokenizer = _from_pretrained(
+            resolve_model_source(name, "base model", ALIASES), torch_dtype, name
+        )
     ensure_pad_token(tokenizer)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -162,18 +165,6 @@ def _from_pretrained(
     except (OSError, ValueError) as err:
         raise OSError(f"cannot load base model {name!r} from {str(source)!r}: {err}") from err
     return model, tokenizer
-
-
-def _resolve_path(name: str) -> str:
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path)
-    if path.exists() or path.is_absolute() or name.startswith((".", "~")) or name.count("/") != 1:
-        raise ValueError(
-            f"unknown base model {name!r}: not a built-in alias ({', '.join(ALIASES)}), "
-            "not a model directory, and not a hub id of the form org/name"
-        )
-    return name
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
