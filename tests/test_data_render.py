@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import PreTrainedTokenizer
 
 from cuma.data.collate import PromptCollator, SFTCollator
 from cuma.data.embeddings import attach_embeddings
@@ -11,7 +12,7 @@ from cuma.data.errors import DataError
 from cuma.data.examples import build_examples
 from cuma.data.render import IGNORE_INDEX, letter_token_ids, render_prompt, render_training
 from cuma.data.spec import load_survey_table
-from cuma.tiny import tiny_tokenizer
+from cuma.tiny import CHATML_TEMPLATE, tiny_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -66,6 +67,38 @@ def test_template_that_breaks_the_prefix_is_an_error(examples):
     )
     with pytest.raises(DataError, match="renders the conversation differently"):
         render_training(tok, examples[0].prompt_messages, "A")
+
+
+class CharTokenizer(PreTrainedTokenizer):
+    """A slow (pure Python) tokenizer, one token per character: it returns no offset mapping."""
+
+    def __init__(self, **kwargs):
+        self.vocab = {chr(i): i for i in range(256)}
+        super().__init__(**kwargs)
+        self.chat_template = CHATML_TEMPLATE
+
+    @property
+    def vocab_size(self):
+        return len(self.vocab)
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+    def _tokenize(self, text):
+        return list(text)
+
+    def _convert_token_to_id(self, token):
+        return self.vocab[token]
+
+    def _convert_id_to_token(self, index):
+        return chr(index)
+
+
+def test_slow_tokenizer_is_an_error_that_says_why(examples):
+    slow = CharTokenizer()
+    assert not slow.is_fast
+    with pytest.raises(DataError, match=r"row 1: a fast tokenizer is needed.*offset mapping.*CharTokenizer"):
+        render_training(slow, examples[0].prompt_messages, examples[0].answer, where="row 1")
 
 
 def test_letters_must_be_single_tokens():

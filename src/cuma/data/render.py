@@ -1,8 +1,8 @@
 """Chat-template rendering with a loss mask that covers exactly the assistant answer.
 
 The answer's character span is known from rendering the prompt (ending at the generation prompt)
-and the full conversation; the tokens inside that span are found through the tokenizer's offset
-mapping, so no marker string is searched for and any chat template works, Qwen3's included
+and the full conversation; the tokens inside that span are found through the offset mapping of a
+fast tokenizer, so no marker string is searched for and any chat template works, Qwen3's included
 (thinking is switched off).
 """
 
@@ -54,6 +54,13 @@ def render_training(
             ``<|im_end|>``), so a generative model learns to stop.
         where: names the example in error messages.
     """
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError(
+            "a fast tokenizer is needed: the answer tokens are found through the offset mapping, which "
+            "slow tokenizers do not return; load the tokenizer with use_fast=True",
+            source=where,
+            value=type(tokenizer).__name__,
+        )
     if not answer:
         raise DataError("empty assistant answer", source=where)
     prompt = prompt_text(tokenizer, prompt_messages)
