@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
-from cuma import CuMAConfig, DemographicEncoder, get_cuma_model, load_base_model
+from cuma import CuMAConfig, CuMAModel, DemographicEncoder, get_cuma_model, load_base_model
 from cuma.demo import perturb_experts
 from cuma.models import SMOLLM2
 
@@ -11,11 +12,13 @@ PROFILES = [
     {"country": "Nigeria", "age": "18-29", "religion": "Muslim"},
     {"country": "Sweden", "age": "65+", "religion": "None"},
 ]
+Adapted = tuple[CuMAModel, PreTrainedTokenizerBase, torch.Tensor]
+"""The adapted model, its tokenizer, and one encoder vector per profile."""
 QUESTION = [{"role": "user", "content": "Is religion important in your life? Answer A (yes) or B (no)."}]
 
 
 @pytest.fixture(scope="module")
-def adapted(smollm2_gguf):
+def adapted(smollm2_gguf: PreTrainedModel) -> Adapted:
     base, tokenizer = load_base_model(SMOLLM2)
     torch.manual_seed(0)
     model = get_cuma_model(base, CuMAConfig.from_preset("cuma"))
@@ -24,13 +27,13 @@ def adapted(smollm2_gguf):
     return model.eval(), tokenizer, encoder.encode(PROFILES)
 
 
-def batch(tokenizer, rows: int):
+def batch(tokenizer: PreTrainedTokenizerBase, rows: int) -> BatchEncoding:
     text = tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False)
     return tokenizer([text] * rows, return_tensors="pt")
 
 
 @pytest.mark.slow
-def test_forward_routes_each_row_by_its_profile(adapted):
+def test_forward_routes_each_row_by_its_profile(adapted: Adapted) -> None:
     model, tokenizer, embeds = adapted
     inputs = batch(tokenizer, 2)
     with torch.no_grad(), model.record_routing() as record:
@@ -48,7 +51,7 @@ def test_forward_routes_each_row_by_its_profile(adapted):
 
 
 @pytest.mark.slow
-def test_generate_with_beams_follows_the_profile(adapted):
+def test_generate_with_beams_follows_the_profile(adapted: Adapted) -> None:
     model, tokenizer, embeds = adapted
     inputs = batch(tokenizer, 2)
     settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)

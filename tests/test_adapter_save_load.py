@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ from cuma.tiny import tiny_model
 DEMO = 16
 
 
-def trained(family: str = "llama", **overrides) -> CuMAModel:
+def trained(family: str = "llama", **overrides: Any) -> CuMAModel:
     """An adapter whose every tensor differs from a fresh initialisation."""
     config = CuMAConfig.from_preset(
         "cuma", demographic_input_dim=DEMO, demographic_projection_layers=2, **overrides
@@ -37,7 +39,9 @@ def outputs(model: CuMAModel) -> torch.Tensor:
     return torch.cat([out.logits.flatten(), out.aux_loss[None]])
 
 
-def rewrite_weights(directory: Path, edit) -> None:
+def rewrite_weights(
+    directory: Path, edit: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+) -> None:
     """Replace the weights with ``edit(tensors)`` and re-record the checksum, as a careless tool would."""
     tensors = edit(load_file(directory / WEIGHTS_NAME))
     save_file(tensors, directory / WEIGHTS_NAME)
