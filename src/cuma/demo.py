@@ -1,8 +1,9 @@
 """`cuma demo`: put a CuMA adapter on a real model and show what it trains and how it routes two profiles.
 
 Both profiles answer the same prompt; they differ only in the demographic embedding that the routers
-read, so any difference in routing or answers comes from demographic routing alone. torch and
-transformers are imported on use, so building the CLI parser stays fast.
+read, so any difference in routing or answers comes from demographic routing alone. Each profile is
+rendered to text once, by the template the data pipeline uses, and that text is what is shown and
+encoded. torch and transformers are imported on use, so building the CLI parser stays fast.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from cuma.data.profiles import Profile
+from cuma.data.profiles import KEY_VALUE, Profile
 
 if TYPE_CHECKING:
     import torch
@@ -80,13 +81,14 @@ def main(
     print("Trainable parameters")
     print(model.parameter_report().table())
 
+    texts = {label: KEY_VALUE.render(profile) for label, profile in DEMO_PROFILES.items()}
     print("\nProfiles, as rendered for the encoder:")
-    for label, profile in DEMO_PROFILES.items():
-        print(f"  {label}: {encoder.render(profile)}")
+    for label, text in texts.items():
+        print(f"  {label}: {text}")
     print("Prompt, the same for both:")
     print("\n".join(f"  {line}" for line in SURVEY_PROMPT.splitlines()) + "\n")
 
-    embeds = encoder.encode(list(DEMO_PROFILES.values()))
+    embeds = encoder.encode(list(texts.values()))
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": SURVEY_PROMPT}],
         add_generation_prompt=True,
