@@ -109,7 +109,9 @@ def prepare_data(config: DataConfig) -> ComparisonData:
     with_persona = build_examples(survey, persona=True)
     cells = heldout_cells(config)
     if cells:
-        held = held_out_profile_split(with_persona, cells, valid_fraction=0.0, seed=config.seed)
+        held = held_out_profile_split(
+            with_persona, cells, valid_fraction=0.0, seed=config.seed, source=survey.source
+        )
         pool, heldout = held.train, held.test
     else:
         pool, heldout = with_persona, []
@@ -120,7 +122,10 @@ def prepare_data(config: DataConfig) -> ComparisonData:
             "leave nothing to train on"
         )
     split = random_split(
-        pool, fractions=(train_fraction, config.valid_fraction, config.test_fraction), seed=config.seed
+        pool,
+        fractions=(train_fraction, config.valid_fraction, config.test_fraction),
+        seed=config.seed,
+        source=survey.source,
     )
     splits = {
         "train": _sample(split.train, config.n_train, config.seed, "train"),
