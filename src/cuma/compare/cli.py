@@ -31,13 +31,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from cuma.compare.environment import process_state
     from cuma.compare.quick import quick_config
     from cuma.compare.report import markdown_table
     from cuma.compare.run import run_comparison
     from cuma.config import ExperimentConfig
+    from cuma.train.processes import process_state
 
-    # Under `accelerate launch` every process runs this; only the main one logs and prints.
+    # Under `torchrun` / `accelerate launch` every process runs this; only the main one logs and prints.
     main_process = process_state().is_main_process
     logging.basicConfig(
         level=logging.INFO if main_process else logging.WARNING,

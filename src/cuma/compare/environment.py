@@ -8,19 +8,10 @@ from importlib import metadata
 from typing import Any
 
 import torch
-from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
+
+from cuma.train.processes import process_state
 
 PACKAGES = ("cuma", "torch", "transformers", "peft", "accelerate", "numpy", "pandas", "scikit-learn", "scipy")
-
-
-def process_state() -> PartialState:
-    """This run's processes as the trainer's ``Accelerator`` sees them.
-
-    The state is shared by every later ``Accelerator``, so it is made with the same CPU flag that
-    ``accelerate launch --cpu`` sets; otherwise a multi-process CPU run would fall back to one process.
-    """
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def versions() -> dict[str, str]:

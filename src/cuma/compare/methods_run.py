@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 
 from cuma.compare.data import EVAL_SPLITS, SPLITS, ComparisonData
-from cuma.compare.environment import process_state
 from cuma.config import ExperimentConfig
 from cuma.data.collate import SFTCollator
 from cuma.data.examples import examples_frame
@@ -29,6 +28,7 @@ from cuma.evaluation.topology import RoutingCollector, RoutingTrace
 from cuma.methods import PreparedModel, build_method
 from cuma.metrics import summarize
 from cuma.reference_baselines import REFERENCE_BASELINES, BaselineConfig
+from cuma.train.processes import process_state
 from cuma.train.trainer import train
 
 logger = logging.getLogger("cuma.compare")

@@ -30,7 +30,7 @@ import pandas as pd
 from accelerate.utils import broadcast_object_list
 
 from cuma.compare.data import SPLITS, ComparisonData, prepare_data
-from cuma.compare.environment import machine, process_state, versions
+from cuma.compare.environment import machine, versions
 from cuma.compare.figures import make_figures
 from cuma.compare.methods_run import MethodRunner, Stopwatch
 from cuma.compare.preflight import check_fields, check_fresh, check_letters, check_resume, check_settings
@@ -42,6 +42,7 @@ from cuma.data.render import render_prompt
 from cuma.evaluation.topology import RoutingTrace
 from cuma.models import load_base_model
 from cuma.reference_baselines import REFERENCE_BASELINES
+from cuma.train.processes import process_state
 
 logger = logging.getLogger("cuma.compare")
 

@@ -43,10 +43,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from cuma.train.processes import process_state
+
+    # Under `torchrun` / `accelerate launch` every process runs this; only the main one logs and prints.
+    main_process = process_state().is_main_process
+    logging.basicConfig(
+        level=logging.INFO if main_process else logging.WARNING,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     method, overrides = split_method(args.method, args.overrides)
     config = load_config(args.config, overrides, quick=args.quick)
     result = train_method(config, method, resume=args.resume)
+    if not main_process:
+        return
     print(f"{method}: {result.global_step} steps, final loss {result.final_loss:.4f}")
     print(f"weights: {result.checkpoint} (cuma.methods.load_trained reads them)")
 

@@ -47,6 +47,7 @@ from cuma.train.data import make_loader
 from cuma.train.loss import answer_token_loss_sum, count_answer_tokens
 from cuma.train.monitor import hparams, postfix, routing_stats, trackers
 from cuma.train.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
+from cuma.train.processes import cpu_only
 
 PRECISIONS = {"bf16": "bf16", "fp32": "no"}  # train.precision -> accelerate mixed_precision
 CHECKPOINT_DIR = "checkpoints"
@@ -95,6 +96,7 @@ def train(
             f"{root} already holds checkpoints (newest {existing[-1].name}); resume or use a new output_dir"
         )
     accelerator = Accelerator(
+        cpu=cpu_only(),
         mixed_precision=PRECISIONS[config.precision],
         log_with=trackers(config) or None,
         project_dir=str(output_dir),

@@ -1,0 +1,22 @@
+"""The processes of a run, as ``accelerate`` sees them.
+
+Accelerate forms a multi-process group on CPU (``torchrun`` on a machine without a GPU) only when told
+``cpu=True``; otherwise every process believes it is alone and trains on all the data by itself. The
+trainer and ``cuma compare`` both take their state from here, so they agree on it.
+"""
+
+from __future__ import annotations
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+
+
+def cpu_only() -> bool:
+    """True under ``accelerate launch --cpu`` and on a machine without an accelerator."""
+    return parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available()
+
+
+def process_state() -> PartialState:
+    """This run's processes; the state is shared by every later ``Accelerator`` of the process."""
+    return PartialState(cpu=cpu_only())
