@@ -1,5 +1,8 @@
 """``cuma train``: the method comes from --method or method=NAME, and a quick run leaves a checkpoint."""
 
+import subprocess
+import sys
+
 import pytest
 from accelerate.state import AcceleratorState
 
@@ -17,6 +20,13 @@ def test_method_from_flag_or_override():
     for flag, overrides in ((None, []), ("cuma", ["method=lora"])):
         with pytest.raises(SystemExit, match="give the method once"):
             split_method(flag, overrides)
+
+
+def test_help_does_not_import_torch():
+    """``cuma --help`` builds every sub-command's parser; loading torch for that took seconds."""
+    probe = "import sys; from cuma.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_unknown_or_untrainable_method_stops_before_loading_anything(tmp_path):
