@@ -82,6 +82,8 @@ def test_held_out_question_split(examples):
     assert not people(split.train) & people(split.test)
     with pytest.raises(DataError, match="natzzz"):
         held_out_question_split(examples, ["natzzz"])
+    no_valid = held_out_question_split(examples, ["natspac"], fractions=(0.8, 0.0, 0.2), seed=0)
+    assert not no_valid.valid and no_valid.train and no_valid.test
 
 
 def test_empty_split_is_an_error_naming_the_dataset(examples):

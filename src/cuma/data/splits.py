@@ -195,6 +195,8 @@ def held_out_question_split(
 ) -> Split[T]:
     """Test = test respondents on the held-out ``questions``; train/valid = other respondents on the rest.
 
+    ``fractions`` split the respondents into train/valid/test; a valid fraction of 0 leaves valid empty.
+
     Respondents are split as in `random_split`, so no person is in two splits either.
     """
     known = {item.question_id for item in items}
@@ -207,7 +209,10 @@ def held_out_question_split(
     seen = frozenset(known - held)
     groups = assign_groups([str(getattr(item, key)) for item in items], fractions, seed)
     questions_of = {"train": seen, "valid": seen, "test": held}
-    return _assemble(items, key, groups, "holding out questions", source, questions=questions_of)
+    required = ["train", "test"] + (["valid"] if fractions[1] > 0 else [])
+    return _assemble(
+        items, key, groups, "holding out questions", source, questions=questions_of, required=required
+    )
 
 
 def _quotas(sizes: Mapping[Any, int], n: int) -> dict[Any, int]:
