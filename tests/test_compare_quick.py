@@ -197,6 +197,7 @@ def no_model_work(monkeypatch):
             FileNotFoundError,
             r"data\.dataset='surveys/missing\.yaml'.*missing",
         ),
+        ("data.score_split=train", ValueError, r"data\.score_split must be one of \('test', 'valid'\)"),
         ("train.precision=fp16", ValueError, r"train\.precision='fp16'"),
         ("train.schedule=zigzag", ValueError, r"train\.schedule='zigzag': expected one of \[.*'cosine'"),
         ("train.warmup_ratio=0.1", ValueError, r"train\.schedule='constant' ignores warm-up"),
@@ -238,3 +239,10 @@ def test_resume_refuses_checkpoints_of_another_base_model_up_front(tmp_path, mon
     config = quick_settings(tmp_path / "run")
     with pytest.raises(ValueError, match=r"method\.json: written for base model \{'model_type': 'gpt2'\}"):
         run_comparison(config, resume=True)
+
+
+def test_validation_scoring_is_labelled_in_the_report(tmp_path, report):
+    config = quick_settings(tmp_path / "run", "data.score_split=valid", "methods=[base]")
+    out = run_comparison(config, quick=True)
+    assert "VALIDATION numbers (data.score_split=valid)" in (out / "report.md").read_text()
+    assert "VALIDATION" not in (report / "report.md").read_text()

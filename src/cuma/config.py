@@ -36,6 +36,9 @@ class DataConfig:
     seed: int = 0
     valid_fraction: float = 0.1  # respondents set aside: never trained on, never scored
     test_fraction: float = 0.2
+    # Respondents scored in the report's test columns: "test", or "valid" to tune settings (lr, rank)
+    # without looking at the test respondents; the report then says it shows validation numbers.
+    score_split: str = "test"
     # Held-out-profile split: field -> values; respondents in these cells never appear in training.
     heldout_cells: dict[str, list[str]] = field(default_factory=dict)
     n_train: int | None = None  # examples sampled per split (stratified by question); None = all

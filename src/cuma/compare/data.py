@@ -1,8 +1,9 @@
 """The comparison's data: one survey split by respondent into train / valid / test and held-out profile cells.
 
 Respondents of the held-out cells are removed first and never trained on; the rest are split at random
-(``data.valid_fraction``, ``data.test_fraction``). Each split is then sampled to ``data.n_*`` examples,
-stratified by question. The split and the samples depend on ``data.seed`` only, so every method and
+(``data.valid_fraction``, ``data.test_fraction``); the "test" split scored is the test respondents, or
+the validation respondents with ``data.score_split=valid``. Each split is then sampled to ``data.n_*``
+examples, stratified by question. The split and the samples depend on ``data.seed`` only, so every method and
 every training seed sees the same examples.
 
 ``data.heldout_cells`` maps fields to values; the cells are every combination of them, e.g.
@@ -104,7 +105,14 @@ def heldout_cells(config: DataConfig) -> list[dict[str, str]]:
     return [dict(zip(fields, (str(v) for v in combo), strict=True)) for combo in combos]
 
 
+SCORE_SPLITS = ("test", "valid")
+
+
 def prepare_data(config: DataConfig) -> ComparisonData:
+    if config.score_split not in SCORE_SPLITS:
+        raise ValueError(f"data.score_split must be one of {SCORE_SPLITS}, got {config.score_split!r}")
+    if config.score_split == "valid" and config.valid_fraction <= 0:
+        raise ValueError("data.score_split=valid needs data.valid_fraction > 0")
     survey = load_survey(config.dataset)
     with_persona = build_examples(survey, persona=True)
     cells = heldout_cells(config)
@@ -129,7 +137,7 @@ def prepare_data(config: DataConfig) -> ComparisonData:
     )
     splits = {
         "train": _sample(split.train, config.n_train, config.seed, "train"),
-        "test": _sample(split.test, config.n_test, config.seed, "test"),
+        "test": _sample(split[config.score_split], config.n_test, config.seed, "test"),
         "heldout": _sample(heldout, config.n_heldout, config.seed, "heldout"),
     }
     wanted = {(ex.respondent_id, ex.question_id) for rows in splits.values() for ex in rows}

@@ -184,7 +184,7 @@ def _intro(results: Mapping[str, Any]) -> list[str]:
         f"Dataset {data['dataset']}, base model {results['config']['model']['name']}, encoder "
         f"{results['config']['model']['encoder']}; {len(seeds)} seed(s) {seeds}"
         + (" — numbers are mean ± sample std over seeds." if len(seeds) > 1 else "."),
-        f"Test: {data['sizes']['test']} answers from respondents never seen in training (random split). "
+        _scored(results["config"]["data"]["score_split"], data["sizes"]["test"]),
         f"Zero-shot: {data['sizes']['heldout']} answers from the held-out profile cells "
         f"{data['heldout_cells']}, "
         "whose respondents are excluded from training entirely.",
@@ -194,6 +194,15 @@ def _intro(results: Mapping[str, Any]) -> list[str]:
             else []
         ),
     ]
+
+
+def _scored(split: str, size: int) -> str:
+    if split == "valid":
+        return (
+            f"VALIDATION numbers (data.score_split=valid): the test columns score {size} answers from "
+            "validation respondents, never trained on; use them to tune, not to report. "
+        )
+    return f"Test: {size} answers from respondents never seen in training (random split). "
 
 
 def _settings(results: Mapping[str, Any]) -> list[str]:
