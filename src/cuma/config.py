@@ -34,7 +34,7 @@ class DataConfig:
 
     dataset: str = "gss-spending-2018"  # built-in name or path to a spec YAML / WVB directory
     seed: int = 0
-    valid_fraction: float = 0.1  # respondents set aside: never trained on, never scored
+    valid_fraction: float = 0.1  # respondents set aside: never trained on, scored only for tuning
     test_fraction: float = 0.2
     # Respondents scored in the report's test columns: "test", or "valid" to tune settings (lr, rank)
     # without looking at the test respondents; the report then says it shows validation numbers.

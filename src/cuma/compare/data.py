@@ -3,8 +3,8 @@
 Respondents of the held-out cells are removed first and never trained on; the rest are split at random
 (``data.valid_fraction``, ``data.test_fraction``); the "test" split scored is the test respondents, or
 the validation respondents with ``data.score_split=valid``. Each split is then sampled to ``data.n_*``
-examples, stratified by question. The split and the samples depend on ``data.seed`` only, so every method and
-every training seed sees the same examples.
+examples, stratified by question. The split and the samples depend on ``data.seed`` only, so every
+method and every training seed sees the same examples.
 
 ``data.heldout_cells`` maps fields to values; the cells are every combination of them, e.g.
 ``{race: [black], gender: [female]}`` holds out black women, ``{race: [black, other], gender: [female]}``
