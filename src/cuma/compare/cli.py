@@ -8,7 +8,6 @@ Overrides follow the options as dotted ``section.field=value`` pairs, e.g. ``tra
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "compare-default.yaml"
@@ -35,15 +34,9 @@ def main(args: argparse.Namespace) -> None:
     from cuma.compare.report import markdown_table
     from cuma.compare.run import run_comparison
     from cuma.config import ExperimentConfig
-    from cuma.train.processes import process_state
+    from cuma.train.processes import log_from_main_process
 
-    # Under `torchrun` / `accelerate launch` every process runs this; only the main one logs and prints.
-    main_process = process_state().is_main_process
-    logging.basicConfig(
-        level=logging.INFO if main_process else logging.WARNING,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    main_process = log_from_main_process()
     config = ExperimentConfig.from_yaml(args.config or DEFAULT_CONFIG)
     if args.quick:
         config = quick_config(config)

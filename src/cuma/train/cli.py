@@ -43,15 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from cuma.train.processes import process_state
+    from cuma.train.processes import log_from_main_process
 
-    # Under `torchrun` / `accelerate launch` every process runs this; only the main one logs and prints.
-    main_process = process_state().is_main_process
-    logging.basicConfig(
-        level=logging.INFO if main_process else logging.WARNING,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    main_process = log_from_main_process()
     method, overrides = split_method(args.method, args.overrides)
     config = load_config(args.config, overrides, quick=args.quick)
     result = train_method(config, method, resume=args.resume)

@@ -7,6 +7,8 @@ trainer and ``cuma compare`` both take their state from here, so they agree on i
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
@@ -20,3 +22,13 @@ def cpu_only() -> bool:
 def process_state() -> PartialState:
     """This run's processes; the state is shared by every later ``Accelerator`` of the process."""
     return PartialState(cpu=cpu_only())
+
+
+def log_from_main_process() -> bool:
+    """Set up command-line logging: INFO on the main process, warnings only on the others, since every
+    process of a ``torchrun`` / ``accelerate launch`` run executes the command. True on the main one."""
+    main = process_state().is_main_process
+    logging.basicConfig(
+        level=logging.INFO if main else logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+    )
+    return main
