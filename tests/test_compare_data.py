@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from cuma.compare.data import prepare_data
 from cuma.config import DataConfig
+from cuma.data.experiment import prepare_data
 
 
 def people(rows):

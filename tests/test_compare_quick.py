@@ -12,11 +12,11 @@ import pytest
 from cuma.adapter import CuMAConfig
 from cuma.cli import main
 from cuma.compare.cli import DEFAULT_CONFIG
-from cuma.compare.quick import RandomProfileEncoder, quick_config
 from cuma.compare.report import TABLE_COLUMNS
 from cuma.compare.run import run_comparison
 from cuma.config import ExperimentConfig
 from cuma.models import load_base_model
+from cuma.quick import RandomProfileEncoder, quick_config
 
 LLM_METHODS = ["base", "persona", "lora", "cuma"]
 REFERENCES = ["logistic", "majority", "cell-majority"]

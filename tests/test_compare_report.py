@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from cuma.compare.data import heldout_cells
 from cuma.compare.report import TABLE_COLUMNS, aggregate, build_table
 from cuma.config import DataConfig
+from cuma.data.experiment import heldout_cells
 
 
 def run(method: str, seed: int, accuracy: float | None, sigma: float | None = 0.1) -> dict:

@@ -14,13 +14,18 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from itertools import groupby
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from cuma.config import ModelConfig
 from cuma.data.profiles import KEY_VALUE, ProfileTemplate
 from cuma.hub import resolve_model_source
+
+if TYPE_CHECKING:
+    from cuma.quick import RandomProfileEncoder
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -194,3 +199,12 @@ def _sentence_transformers_normalizes(source: str) -> bool:
             return False
     modules = json.loads(modules_file.read_text())
     return any(str(module.get("type", "")).endswith(".Normalize") for module in modules)
+
+
+def make_encoder(config: ModelConfig) -> DemographicEncoder | RandomProfileEncoder:
+    """The demographic encoder ``model.encoder`` names (``tiny-random`` is the quick run's stand-in)."""
+    from cuma.quick import RANDOM_ENCODER, RandomProfileEncoder
+
+    if config.encoder == RANDOM_ENCODER:
+        return RandomProfileEncoder()
+    return DemographicEncoder(config.encoder, pooling=config.encoder_pooling)

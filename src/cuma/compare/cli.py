@@ -30,11 +30,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from cuma.compare.quick import quick_config
     from cuma.compare.report import markdown_table
     from cuma.compare.run import run_comparison
     from cuma.config import ExperimentConfig
-    from cuma.train.processes import log_from_main_process
+    from cuma.processes import log_from_main_process
+    from cuma.quick import quick_config
 
     main_process = log_from_main_process()
     config = ExperimentConfig.from_yaml(args.config or DEFAULT_CONFIG)

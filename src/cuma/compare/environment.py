@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from cuma.train.processes import process_state
+from cuma.processes import process_state
 
 PACKAGES = ("cuma", "torch", "transformers", "peft", "accelerate", "numpy", "pandas", "scikit-learn", "scipy")
 

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from cuma.compare import plots
-from cuma.compare.data import EVAL_SPLITS, SPLITS
+from cuma.data.experiment import EVAL_SPLITS, SPLITS
 from cuma.evaluation.topology import RoutingTrace, expert_usage, group_projection, usage_matrix
 from cuma.metrics import THRESHOLDS, argmax_emd, emd_coverage, entropy_table, group_accuracy_table
 

@@ -18,17 +18,17 @@ from typing import Any
 import pandas as pd
 import torch
 
-from cuma.compare.data import EVAL_SPLITS, SPLITS, ComparisonData
 from cuma.config import ExperimentConfig
 from cuma.data.collate import SFTCollator
 from cuma.data.examples import examples_frame
+from cuma.data.experiment import EVAL_SPLITS, SPLITS, ComparisonData
 from cuma.evaluation.few_shot import add_shots
 from cuma.evaluation.scoring import score_examples
 from cuma.evaluation.topology import RoutingCollector, RoutingTrace
 from cuma.methods import PreparedModel, build_method
 from cuma.metrics import summarize
+from cuma.processes import process_state
 from cuma.reference_baselines import REFERENCE_BASELINES, BaselineConfig
-from cuma.train.processes import process_state
 from cuma.train.trainer import train
 
 logger = logging.getLogger("cuma.compare")

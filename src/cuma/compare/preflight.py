@@ -18,9 +18,9 @@ from torch import nn
 from transformers import SchedulerType
 
 from cuma.adapter import CuMAConfig
-from cuma.compare.data import ComparisonData
 from cuma.compare.methods_run import train_dir
 from cuma.config import EvalConfig, ExperimentConfig, TrainConfig
+from cuma.data.experiment import ComparisonData
 from cuma.data.render import letter_token_ids
 from cuma.evaluation.scoring import PADDING_SIDES, PRECISIONS
 from cuma.evaluation.topology import TOKEN_SCOPES

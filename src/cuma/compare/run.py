@@ -29,20 +29,20 @@ import numpy as np
 import pandas as pd
 from accelerate.utils import broadcast_object_list
 
-from cuma.compare.data import SPLITS, ComparisonData, prepare_data
 from cuma.compare.environment import machine, versions
 from cuma.compare.figures import make_figures
 from cuma.compare.methods_run import MethodRunner, Stopwatch
 from cuma.compare.preflight import check_fields, check_fresh, check_letters, check_resume, check_settings
-from cuma.compare.quick import RANDOM_ENCODER, RandomProfileEncoder
 from cuma.compare.report import write_report
 from cuma.compare.tables import write_tables
-from cuma.config import ExperimentConfig, ModelConfig
+from cuma.config import ExperimentConfig
+from cuma.data.experiment import SPLITS, ComparisonData, prepare_data
 from cuma.data.render import render_prompt
+from cuma.encoder import make_encoder
 from cuma.evaluation.topology import RoutingTrace
 from cuma.models import load_base_model
+from cuma.processes import process_state
 from cuma.reference_baselines import REFERENCE_BASELINES
-from cuma.train.processes import process_state
 
 logger = logging.getLogger("cuma.compare")
 
@@ -78,15 +78,6 @@ def _shared_temporary_dir(prefix: str) -> Iterator[Path]:
     finally:
         if state.is_main_process:
             shutil.rmtree(name[0], ignore_errors=True)
-
-
-def make_encoder(config: ModelConfig) -> Any:
-    """The demographic encoder ``model.encoder`` names (``tiny-random`` is the quick run's stand-in)."""
-    if config.encoder == RANDOM_ENCODER:
-        return RandomProfileEncoder()
-    from cuma.encoder import DemographicEncoder
-
-    return DemographicEncoder(config.encoder, pooling=config.encoder_pooling)
 
 
 def _compare(

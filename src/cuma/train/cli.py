@@ -43,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from cuma.train.processes import log_from_main_process
+    from cuma.processes import log_from_main_process
 
     main_process = log_from_main_process()
     method, overrides = split_method(args.method, args.overrides)
@@ -71,7 +71,7 @@ def load_config(path: Path, overrides: list[str], quick: bool = False) -> Experi
     """The YAML, then ``--quick``'s settings, then the overrides: what the user types always wins."""
     config = ExperimentConfig.from_yaml(path)
     if quick:
-        from cuma.compare.quick import quick_config
+        from cuma.quick import quick_config
 
         config = quick_config(config)
     return config.with_overrides(overrides)
@@ -79,9 +79,9 @@ def load_config(path: Path, overrides: list[str], quick: bool = False) -> Experi
 
 def train_method(config: ExperimentConfig, method: str, resume: bool = False) -> TrainResult:
     """Load data, model and encoder as ``cuma compare`` does, build ``method`` and train it."""
-    from cuma.compare.data import prepare_data
-    from cuma.compare.run import make_encoder
     from cuma.data.collate import SFTCollator
+    from cuma.data.experiment import prepare_data
+    from cuma.encoder import make_encoder
     from cuma.methods import build_method, check_methods, get_method
     from cuma.models import load_base_model
     from cuma.train.trainer import train

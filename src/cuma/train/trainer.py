@@ -42,12 +42,12 @@ from tqdm.auto import tqdm
 
 from cuma.config import TrainConfig
 from cuma.methods import PreparedModel
+from cuma.processes import cpu_only
 from cuma.train.checkpoint import Position, list_checkpoints, load_checkpoint, save_checkpoint
 from cuma.train.data import make_loader
 from cuma.train.loss import answer_token_loss_sum, count_answer_tokens
 from cuma.train.monitor import hparams, postfix, routing_stats, trackers
 from cuma.train.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
-from cuma.train.processes import cpu_only
 
 PRECISIONS = {"bf16": "bf16", "fp32": "no"}  # train.precision -> accelerate mixed_precision
 CHECKPOINT_DIR = "checkpoints"
