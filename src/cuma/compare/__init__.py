@@ -1,9 +1,9 @@
 """The comparison experiment: train and score methods on a survey, then write a report directory.
 
 `run_comparison(config, quick=False, resume=False) -> Path` runs it (``cuma compare`` on the command
-line). Modules: ``data`` (splits and samples), ``preflight`` (checks before any model work),
-``methods_run`` (one method and seed), ``tables`` (per-question CSVs), ``figures`` and ``plots`` (PNG
-figures, routing topology), ``report`` (results.json, results.csv, report.md, report.html), ``environment`` (versions, machine). The
+line). Modules: ``preflight`` (checks before any model work), ``methods_run`` (one method and seed),
+``tables`` (per-question CSVs), ``figures`` and ``plots`` (PNG figures, routing topology), ``report``
+(results.json, results.csv, report.md, report.html), ``environment`` (versions, machine). The
 experiment's data lives in `cuma.data.experiment`, the ``--quick`` settings in `cuma.quick`.
 """
 
