@@ -9,8 +9,9 @@ import yaml
 from cuma.data.errors import DataError
 from cuma.data.examples import build_examples, examples_frame, group_fields
 from cuma.data.profiles import Profile
-from cuma.data.spec import SurveySpec, load_spec_yaml, load_survey_table
+from cuma.data.spec import SurveySpec, load_survey_table
 from cuma.data.survey import Question, Survey, answers_frame
+from cuma.yamlio import parse_yaml
 
 FIXTURES = Path(__file__).parent / "fixtures" / "survey"
 
@@ -20,7 +21,7 @@ def toy_table() -> pd.DataFrame:
 
 
 def toy_spec() -> dict:
-    return load_spec_yaml((FIXTURES / "toy.yaml").read_text())
+    return parse_yaml((FIXTURES / "toy.yaml").read_text())
 
 
 def test_toy_survey_loads_profiles_answers_and_summary():

@@ -20,7 +20,6 @@ Every problem is a `DataError` naming the spec or table file, the row or column,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,13 +27,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from cuma.data.errors import DataError, first_true
 from cuma.data.profiles import KEY_VALUE, Profile, ProfileTemplate, is_missing
 from cuma.data.prompt import PromptFormat
 from cuma.data.summary import LoadSummary
 from cuma.data.survey import Question, Survey, answers_frame, check_ids
+from cuma.yamlio import YAMLFileError, read_yaml
 
 _SPEC_KEYS = {
     "name",
@@ -49,24 +48,6 @@ _SPEC_KEYS = {
 }
 _DEMOGRAPHIC_KEYS = {"column", "labels", "bins", "missing"}
 _QUESTION_KEYS = {"column", "text", "options", "ordinal", "missing"}
-
-
-class _SpecLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false, so a country code ``NO`` or an answer ``yes`` stays text."""
-
-
-_SpecLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def load_spec_yaml(text: str) -> Any:
-    """Parse spec YAML (safe loader, YAML 1.2 booleans)."""
-    return yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass, so safe
 
 
 def _plain(value: Any) -> Any:
@@ -134,9 +115,9 @@ class SurveySpec:
     def from_yaml(cls, path: str | Path) -> SurveySpec:
         path = Path(path)
         try:
-            raw = load_spec_yaml(path.read_text())
-        except yaml.YAMLError as err:
-            raise DataError(f"not valid YAML: {err}", source=path) from err
+            raw = read_yaml(path, "survey spec")
+        except YAMLFileError as err:
+            raise DataError(str(err)) from None
         return cls.from_dict(raw, path=str(path))
 
     @classmethod
