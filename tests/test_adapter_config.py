@@ -12,7 +12,7 @@ from cuma.tiny import tiny_model
     ("overrides", "message"),
     [
         ({"top_k": 9}, r"top_k=9: top-k routing needs 1 <= top_k <= num_experts \(8\)"),
-        ({"rank": 0}, "rank=0: must be at least 1"),
+        ({"rank": 0}, "rank=0: must be an integer of at least 1"),
         ({"routing": "soft"}, "top_k=2: routing='soft' uses no top-k; set top_k=None"),
         ({"routing": "dense", "top_k": None}, "routing='dense': expected one of"),
         ({"top_k_weights": "softmax"}, "top_k_weights='softmax'"),
@@ -51,7 +51,7 @@ def test_unknown_preset_and_field_are_named() -> None:
 
 
 def test_presets_differ_where_the_paper_says() -> None:
-    cuma, soft = PRESETS["cuma"], PRESETS["cuma-soft"]
+    cuma, soft = CuMAConfig.from_preset("cuma"), CuMAConfig.from_preset("cuma-soft")
     assert (cuma.num_experts, cuma.top_k, cuma.rank, cuma.alpha, cuma.router_hidden_size) == (
         8,
         2,
@@ -61,9 +61,10 @@ def test_presets_differ_where_the_paper_says() -> None:
     )
     assert cuma.target_modules == ("q_proj", "v_proj") and not cuma.shared_a
     assert (soft.routing, soft.top_k) == ("soft", None)
-    assert PRESETS["hydralora"].shared_a and not PRESETS["mixlora"].shared_a
-    assert PRESETS["demographic-only"].router_inputs == ("demographic",)
-    assert PRESETS["no-demographic"].router_inputs == PRESETS["mixlora"].router_inputs == ("hidden",)
+    preset = {name: CuMAConfig.from_preset(name) for name in PRESETS}
+    assert preset["hydralora"].shared_a and not preset["mixlora"].shared_a
+    assert preset["demographic-only"].router_inputs == ("demographic",)
+    assert preset["no-demographic"].router_inputs == preset["mixlora"].router_inputs == ("hidden",)
 
 
 def test_lists_from_json_become_tuples_and_round_trip() -> None:
@@ -80,7 +81,7 @@ def test_targets_that_match_nothing_are_rejected_with_the_available_names() -> N
 
 def test_targets_that_are_not_linear_are_rejected() -> None:
     with pytest.raises(
-        ValueError, match=r"matches model.layers.0.self_attn, a LlamaAttention, not an nn.Linear"
+        ValueError, match=r"matches model.layers.0.self_attn, a LlamaAttention, not nn.Linear"
     ):
         get_cuma_model(tiny_model(), CuMAConfig.from_preset("cuma", target_modules=("self_attn",)))
 
@@ -97,5 +98,5 @@ def test_qwen_and_llama_names_work_for_all_projections() -> None:
         model = get_cuma_model(
             tiny_model(family, num_layers=2), CuMAConfig.from_preset("mixlora", target_modules=targets)
         )
-        assert len(model.layers) == 2 * 7
-        assert len(model.routers) == 2 * 4  # q/k/v shared, o, gate/up shared, down
+        assert len(model.base_model.layers) == 2 * 7
+        assert len(model.base_model.cuma_routers["default"]) == 2 * 4  # q/k/v shared, o, gate/up shared, down

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from cuma.adapter import CuMAConfig, MixtureLoRALinear, Router, RoutingState
-from cuma.adapter.router import router_aux_loss, routing_weights
+from cuma.adapter.router import router_aux_loss, routing_weights, use_routing
+
+ADAPTER = "default"
 
 IN, OUT, DEMO = 12, 10, 6
 
@@ -51,7 +53,8 @@ def naive_forward(
     layer: MixtureLoRALinear, router: Router | None, x: torch.Tensor, d: torch.Tensor | None
 ) -> torch.Tensor:
     """Token by token: route on [h ; d], pick experts by Python sorting, add each B_e A_e x."""
-    c = layer.config
+    c = layer.cuma_config[ADAPTER]
+    lora_a, lora_b = layer.cuma_A[ADAPTER], layer.cuma_B[ADAPTER]
     rows = []
     for b in range(x.shape[0]):
         for s in range(x.shape[1]):
@@ -65,11 +68,16 @@ def naive_forward(
                 else:
                     chosen = naive_top_k(p, c.top_k)
                     picked = torch.stack([p[e] for e in chosen])
-                    w = picked / picked.sum() if c.top_k_weights == "normalize" else torch.softmax(picked, 0)
+                    if c.top_k == 1:  # Switch: the raw probability
+                        w = picked
+                    elif c.top_k_weights == "normalize":
+                        w = picked / picked.sum()
+                    else:
+                        w = torch.softmax(picked, 0)
                     weights = dict(zip(chosen, w, strict=True))
             for e, w in weights.items():
-                a = layer.lora_A if c.shared_a else layer.lora_A[e * c.rank : (e + 1) * c.rank]
-                b_e = layer.lora_B[:, e * c.rank : (e + 1) * c.rank]
+                a = lora_a if c.shared_a else lora_a[e * c.rank : (e + 1) * c.rank]
+                b_e = lora_b[:, e * c.rank : (e + 1) * c.rank]
                 y = y + c.scaling * w * (b_e @ (a @ h))
             rows.append(y)
     return torch.stack(rows).view(*x.shape[:-1], -1)
@@ -83,8 +91,10 @@ def build(preset: str, overrides: dict[str, Any]) -> tuple[CuMAConfig, MixtureLo
     torch.manual_seed(0)
     base = nn.Linear(IN, OUT).double()
     routers = nn.ModuleDict({"r": Router(config, IN)} if config.has_router else {}).double()
-    layer = MixtureLoRALinear(base, config, "layer", "r" if config.has_router else None)
-    nn.init.normal_(layer.lora_B)
+    layer = MixtureLoRALinear(base, "layer")
+    layer.update_layer(ADAPTER, config, "r" if config.has_router else None)
+    layer.double()
+    nn.init.normal_(layer.cuma_B[ADAPTER])
     return config, layer, routers
 
 
@@ -101,10 +111,11 @@ def test_layer_matches_naive_loop(preset: str, overrides: dict[str, Any]) -> Non
     x = torch.randn(2, 5, IN, dtype=torch.float64, requires_grad=True)
     d = torch.randn(2, DEMO, dtype=torch.float64)
     probe = torch.randn(2, 5, OUT, dtype=torch.float64)
-    params = [x, layer.lora_A, layer.lora_B, *routers.parameters()]
+    params = [x, layer.cuma_A[ADAPTER], layer.cuma_B[ADAPTER], *routers.parameters()]
 
     state = RoutingState(routers, config, demographic=d) if config.has_router else None
-    fast = layer(x, routing=state)
+    with use_routing(state):
+        fast = layer(x)
     (fast * probe).sum().backward()
     fast_grads = grads(params)
 
@@ -118,9 +129,7 @@ def test_layer_matches_naive_loop(preset: str, overrides: dict[str, Any]) -> Non
     router_grads = fast_grads[3:]
     if not config.has_router:
         assert not router_grads
-    elif config.top_k == 1:  # the one selected expert has weight 1 whatever the router says
-        assert all(g.abs().max() < 1e-12 for g in router_grads)
-    else:
+    else:  # top_k=1 included: the single gate is the raw probability, so the router learns from the task
         assert all(g.abs().sum() > 0 for g in router_grads)
 
 
@@ -191,23 +200,27 @@ def test_dropout_is_applied_once_to_the_input() -> None:
     fast = layer(x)
     torch.manual_seed(1)
     dropped = nn.functional.dropout(x, 0.5, training=True)
-    expected = layer.base_layer(x) + config.scaling * dropped @ layer.lora_A.t() @ layer.lora_B.t()
+    lora_a, lora_b = layer.cuma_A[ADAPTER], layer.cuma_B[ADAPTER]
+    expected = layer.base_layer(x) + config.scaling * dropped @ lora_a.t() @ lora_b.t()
     torch.testing.assert_close(fast, expected)
 
 
 def test_router_layer_without_routing_state_is_an_error() -> None:
     _, layer, _ = build("cuma", {})
-    with pytest.raises(RuntimeError, match="without routing state"):
+    with pytest.raises(RuntimeError, match="has a router but was called outside a CuMA model call"):
         layer(torch.randn(1, 2, IN, dtype=torch.float64))
 
 
 def test_bf16_autocast_runs_and_keeps_float32_parameters() -> None:
     config = CuMAConfig.from_preset("cuma", demographic_input_dim=DEMO)
-    layer = MixtureLoRALinear(nn.Linear(IN, OUT), config, "layer", "r")
+    layer = MixtureLoRALinear(nn.Linear(IN, OUT), "layer")
+    layer.update_layer(ADAPTER, config, "r")
     routers = nn.ModuleDict({"r": Router(config, IN)})
     x = torch.randn(2, 3, IN, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = layer(x, routing=RoutingState(routers, config, demographic=torch.randn(2, DEMO)))
+    state = RoutingState(routers, config, demographic=torch.randn(2, DEMO))
+    with torch.autocast("cpu", dtype=torch.bfloat16), use_routing(state):
+        y = layer(x)
     y.float().sum().backward()
+    lora_a = layer.cuma_A[ADAPTER]
     assert y.dtype == torch.bfloat16
-    assert layer.lora_A.dtype == torch.float32 and layer.lora_A.grad.dtype == torch.float32
+    assert lora_a.dtype == torch.float32 and lora_a.grad.dtype == torch.float32

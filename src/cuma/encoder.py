@@ -115,6 +115,59 @@ class DemographicEncoder:
         self.dim = int(self.model.config.hidden_size)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
+    @classmethod
+    def from_adapter(cls, directory: str | Path, **kwargs: object) -> DemographicEncoder:
+        """The encoder (and profile template) a saved CuMA adapter was trained with, from its config."""
+        from cuma.adapter import read_config
+
+        config = read_config(directory)
+        if config.encoder is None:
+            raise ValueError(
+                f"{Path(directory) / 'adapter_config.json'} records no demographic encoder "
+                f"(router_inputs={list(config.router_inputs)}); this adapter was saved without one"
+            )
+        template = (
+            ProfileTemplate.from_dict(config.profile_template) if config.profile_template else KEY_VALUE
+        )
+        settings = {key: config.encoder[key] for key in ("pooling", "max_length", "normalize")}
+        return cls(config.encoder["name_or_path"], template=template, **{**settings, **kwargs})
+
+    def identity(self) -> dict[str, object]:
+        """What determines the vectors: saved in an adapter's config as ``encoder`` and checked on load."""
+        return {
+            "name_or_path": self.name_or_path,
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "normalize": self.normalize,
+            "dim": self.dim,
+        }
+
+    def adapter_settings(self) -> dict[str, object]:
+        """`CuMAConfig` fields that tie an adapter to this encoder:
+        ``CuMAConfig.from_preset("cuma", **encoder.adapter_settings())``."""
+        return {
+            "demographic_input_dim": self.dim,
+            "encoder": self.identity(),
+            "profile_template": self.template.to_dict(),
+        }
+
+    def check_adapter(self, config: object) -> None:
+        """Refuse an adapter (a `CuMAConfig`) trained on vectors from another encoder or template."""
+        saved = getattr(config, "encoder", None)
+        if saved is None:
+            return
+        ours = self.identity()
+        diffs = [
+            f"{key}: adapter {saved.get(key)!r}, encoder {ours[key]!r}"
+            for key in ours
+            if saved.get(key) != ours[key]
+        ]
+        template = getattr(config, "profile_template", None)
+        if template is not None and ProfileTemplate.from_dict(template) != self.template:
+            diffs.append("profile template differs")
+        if diffs:
+            raise ValueError("the adapter was trained with another demographic encoder: " + "; ".join(diffs))
+
     def render(self, item: str | Mapping[str, object]) -> str:
         """The text that is encoded for one item: strings as they are, profiles through the template."""
         if isinstance(item, str):

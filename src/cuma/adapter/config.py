@@ -1,72 +1,190 @@
-"""`CuMAConfig`: every mixture-of-LoRA variant of the paper is a setting of this one dataclass."""
+"""`CuMAConfig`: every mixture-of-LoRA variant of the paper is a setting of this one PEFT config.
+
+It is a ``peft.PeftConfig``, so ``save_pretrained`` writes PEFT's ``adapter_config.json`` with
+``"peft_type": "CUMA"`` and ``PeftConfig.from_pretrained(dir)`` reads it back (after ``import cuma``).
+Besides the adapter's shape it records the frozen encoder that produced ``demographic_embeds`` and the
+profile template, so an adapter folder says how to build its own inputs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal
+
+from peft import PeftConfig
+
+from cuma.adapter.registration import PEFT_NAME, _extend_peft_type
 
 ROUTINGS = ("topk", "soft", "none")
 TOP_K_WEIGHTS = ("normalize", "softmax-of-probs")
 ROUTER_INPUTS = ("hidden", "demographic")
+ENCODER_KEYS = ("name_or_path", "pooling", "max_length", "normalize", "dim")
 
 
-@dataclass(frozen=True)
-class CuMAConfig:
+@dataclass
+class CuMAConfig(PeftConfig):
     """Settings of a mixture-of-LoRA adapter: ``y = W0 x + b + scaling * sum_e g_e(x, d) B_e A_e x``.
 
     Invalid combinations raise ``ValueError`` at construction, so a bad run fails before training.
     """
 
-    rank: int = 8
-    """LoRA rank r of every expert."""
-    alpha: float = 16.0
-    """LoRA alpha; the expert sum is scaled by ``alpha / rank`` as in PEFT."""
-    dropout: float = 0.0
-    """Dropout applied once to the layer input before the expert down-projections."""
-    num_experts: int = 8
-    """Number of LoRA experts N per adapted linear (1 with ``routing="none"`` is plain LoRA)."""
-    top_k: int | None = 2
-    """Experts used per token under ``routing="topk"``; must be None for "soft" and "none"."""
-    routing: Literal["topk", "soft", "none"] = "topk"
-    """"topk": top-k of the router softmax; "soft": the full softmax over all experts;
-    "none": no router, the single expert always has weight 1."""
-    top_k_weights: Literal["normalize", "softmax-of-probs"] = "normalize"
-    """How top-k weights are renormalised: "normalize" is p_i / sum of the selected p;
-    "softmax-of-probs" is the reference code's softmax over the selected probabilities (parity runs only)."""
-    shared_a: bool = False
-    """One down-projection A shared by all experts, each expert owning only its B (HydraLoRA)."""
-    router_inputs: tuple[str, ...] = ("hidden", "demographic")
-    """What the router reads: "hidden" (the layer input) and/or "demographic" (the projected profile
-    embedding). Empty exactly when ``routing="none"``."""
-    router_hidden_size: int = 256
-    """Width of the router MLP's hidden layers (unused when ``router_layers == 1``)."""
-    router_layers: int = 2
-    """Linear layers in the router: 1 is a linear gate, 2 is in -> hidden -> ReLU -> N, and so on."""
-    router_dropout: float = 0.0
-    """Dropout on the router's hidden-state input and between its layers."""
-    router_sharing: tuple[tuple[str, ...], ...] = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
-    """Groups of target names that read the same input; targets of one group inside one block share one
-    router, computed once per forward."""
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    """Names of the nn.Linear modules to adapt, matched against the end of each module's full name
-    (Llama, Qwen2/3 and SmolLM2 use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)."""
-    load_balancing_weight: float = 0.01
-    """Weight of the Switch-style load-balancing loss of each router in ``aux_loss``."""
-    router_z_loss_weight: float = 0.0
-    """Weight of the router z-loss (mean squared logsumexp of the logits) in ``aux_loss``."""
-    demographic_input_dim: int = 384
-    """Size of the raw frozen-encoder embedding passed as ``demographic_embeds`` (384 for MiniLM-L6)."""
-    demographic_projection_layers: int = 0
-    """Trainable projection of the raw embedding: 0 (identity), 1 (linear) or 2 (linear-GELU-linear)."""
-    demographic_dim: int | None = None
-    """Output size of the projection; None keeps ``demographic_input_dim`` (required when 0 layers)."""
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "The named variant these settings started from (from_preset); a record only."},
+    )
+    rank: int = field(default=8, metadata={"help": "LoRA rank r of every expert."})
+    alpha: float = field(
+        default=16.0,
+        metadata={"help": "LoRA alpha; the expert sum is scaled by alpha / rank as in PEFT."},
+    )
+    dropout: float = field(
+        default=0.0,
+        metadata={"help": "Dropout applied once to the layer input before the expert down-projections."},
+    )
+    num_experts: int = field(
+        default=8,
+        metadata={"help": "Number of LoRA experts N per adapted linear (1 with routing='none')."},
+    )
+    top_k: int | None = field(
+        default=2,
+        metadata={"help": "Experts used per token under routing='topk'; None for 'soft' and 'none'."},
+    )
+    routing: Literal["topk", "soft", "none"] = field(
+        default="topk",
+        metadata={
+            "help": (
+                "'topk': the top-k of the router softmax; 'soft': the full softmax over all experts; 'none': "
+                "no router, the single expert always has weight 1 (plain LoRA)."
+            )
+        },
+    )
+    top_k_weights: Literal["normalize", "softmax-of-probs"] = field(
+        default="normalize",
+        metadata={
+            "help": (
+                "How top-k weights are renormalised: 'normalize' is p_i / sum of the selected p; "
+                "'softmax-of-probs' is the reference code's softmax over the selected probabilities (parity "
+                "runs only). With top_k=1 the gate is the raw probability p_i, as in the Switch Transformer, "
+                "so the router keeps a gradient."
+            )
+        },
+    )
+    shared_a: bool = field(
+        default=False,
+        metadata={
+            "help": ("One down-projection A shared by all experts, each owning only its B (HydraLoRA).")
+        },
+    )
+    router_inputs: tuple[str, ...] = field(
+        default_factory=lambda: ("hidden", "demographic"),
+        metadata={
+            "help": (
+                "What the router reads: 'hidden' (the layer input) and/or 'demographic' (the projected "
+                "profile embedding). Empty exactly when routing='none'."
+            )
+        },
+    )
+    router_hidden_size: int = field(
+        default=256,
+        metadata={"help": "Width of the router MLP's hidden layers (unused with 1 layer)."},
+    )
+    router_layers: int = field(
+        default=2,
+        metadata={
+            "help": ("Linear layers in the router: 1 is a linear gate, 2 is in -> hidden -> ReLU -> N.")
+        },
+    )
+    router_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Dropout on the router's hidden-state input and between its layers."},
+    )
+    router_sharing: tuple[tuple[str, ...], ...] = field(
+        default_factory=lambda: (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")),
+        metadata={
+            "help": (
+                "Groups of target names that read the same input; targets of one group inside one block "
+                "share one router, computed once per forward."
+            )
+        },
+    )
+    target_modules: tuple[str, ...] = field(
+        default_factory=lambda: ("q_proj", "v_proj"),
+        metadata={
+            "help": (
+                "Names of the nn.Linear modules to adapt, matched against the end of each module's full name "
+                "(Llama, Qwen2/3 and SmolLM2 use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                "down_proj)."
+            )
+        },
+    )
+    load_balancing_weight: float = field(
+        default=0.01,
+        metadata={"help": "Weight of each router's Switch-style load-balancing loss in aux_loss."},
+    )
+    router_z_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the router z-loss (mean squared logsumexp) in aux_loss."},
+    )
+    demographic_input_dim: int = field(
+        default=384,
+        metadata={"help": "Size of the raw frozen-encoder embedding passed as demographic_embeds."},
+    )
+    demographic_projection_layers: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "Trainable projection of the raw embedding: 0 (identity), 1 (linear) or 2 "
+                "(linear-GELU-linear)."
+            )
+        },
+    )
+    demographic_dim: int | None = field(
+        default=None,
+        metadata={"help": "Output size of the projection; None keeps demographic_input_dim."},
+    )
+    encoder: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "The frozen encoder that produced demographic_embeds: name_or_path, pooling, max_length, "
+                "normalize and dim (cuma.encoder.DemographicEncoder.identity()); saved with the adapter, "
+                "checked on load."
+            )
+        },
+    )
+    profile_template: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "The ProfileTemplate (cuma.data.profiles) that renders a profile into the text the encoder "
+                "reads."
+            )
+        },
+    )
+    exclude_modules: tuple[str, ...] | None = field(
+        default=None,
+        metadata={"help": "Module names never adapted even if they match."},
+    )
+    modules_to_save: list[str] | None = field(
+        default=None,
+        metadata={"help": "Extra base modules trained in full and saved (PEFT's)."},
+    )
+
+    # Read by PEFT's module matching; CuMA adapts modules, never bare parameters.
+    target_parameters: ClassVar[None] = None
 
     def __post_init__(self) -> None:
-        # Lists arrive from JSON/YAML; keep the dataclass hashable and comparable.
-        object.__setattr__(self, "router_inputs", tuple(self.router_inputs))
-        object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        object.__setattr__(self, "router_sharing", tuple(tuple(group) for group in self.router_sharing))
+        super().__post_init__()
+        self.peft_type = _extend_peft_type()
+        if self.task_type is None:
+            self.task_type = "CAUSAL_LM"
+        # Lists arrive from JSON/YAML; tuples keep the settings comparable.
+        self.router_inputs = tuple(self.router_inputs)
+        self.target_modules = tuple(self.target_modules)
+        self.router_sharing = tuple(tuple(group) for group in self.router_sharing)
+        if self.exclude_modules is not None:
+            self.exclude_modules = tuple(self.exclude_modules)
         self._validate()
 
     @property
@@ -87,11 +205,11 @@ class CuMAConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> CuMAConfig:
-        """The named variant, with any field replaced by ``overrides``."""
+        """The named variant (`PRESETS`), with any field replaced by ``overrides``."""
         if name not in PRESETS:
             raise ValueError(f"unknown CuMA preset {name!r}; expected one of {sorted(PRESETS)}")
         cls._check_field_names(overrides, f" in overrides for preset {name!r}")
-        return replace(PRESETS[name], **overrides)
+        return cls(**{**PRESETS[name], "preset": name, **overrides})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CuMAConfig:
@@ -99,27 +217,35 @@ class CuMAConfig:
         return cls(**values)
 
     @classmethod
+    def adapter_field_names(cls) -> list[str]:
+        """The CuMA settings, without PEFT's bookkeeping fields (peft_type, revision, ...)."""
+        own = {f.name for f in fields(PeftConfig)}
+        return [f.name for f in fields(cls) if f.name not in own]
+
+    @classmethod
     def _check_field_names(cls, names: Iterable[str], where: str = "") -> None:
         unknown = sorted(set(names) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown CuMAConfig field(s) {unknown}{where}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def settings(self) -> dict[str, Any]:
+        """The CuMA settings as plain JSON values (what a report or a checkpoint identity records)."""
+        values = self.to_dict()
+        return {name: _plain(values[name]) for name in self.adapter_field_names()}
 
     def _validate(self) -> None:
-        def fail(field: str, problem: str) -> None:
-            raise ValueError(f"CuMAConfig.{field}={getattr(self, field)!r}: {problem}")
+        def fail(name: str, problem: str) -> None:
+            raise ValueError(f"CuMAConfig.{name}={getattr(self, name)!r}: {problem}")
 
-        if self.rank < 1:
-            fail("rank", "must be at least 1")
+        for name in ("rank", "num_experts", "router_layers", "router_hidden_size", "demographic_input_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                fail(name, "must be an integer of at least 1")
         if self.alpha <= 0:
             fail("alpha", "must be positive")
         for name in ("dropout", "router_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 fail(name, "must be in [0, 1)")
-        if self.num_experts < 1:
-            fail("num_experts", "must be at least 1")
         if self.routing not in ROUTINGS:
             fail("routing", f"expected one of {ROUTINGS}")
         if self.top_k_weights not in TOP_K_WEIGHTS:
@@ -142,10 +268,6 @@ class CuMAConfig:
         bad_inputs = [x for x in self.router_inputs if x not in ROUTER_INPUTS]
         if bad_inputs or len(set(self.router_inputs)) != len(self.router_inputs):
             fail("router_inputs", f"expected distinct entries from {ROUTER_INPUTS}")
-        if self.router_layers < 1:
-            fail("router_layers", "must be at least 1")
-        if self.router_hidden_size < 1:
-            fail("router_hidden_size", "must be at least 1")
         grouped = [name for group in self.router_sharing for name in group]
         if len(set(grouped)) != len(grouped):
             fail("router_sharing", "a module name may appear in at most one sharing group")
@@ -154,8 +276,6 @@ class CuMAConfig:
         for name in ("load_balancing_weight", "router_z_loss_weight"):
             if getattr(self, name) < 0:
                 fail(name, "must be non-negative")
-        if self.demographic_input_dim < 1:
-            fail("demographic_input_dim", "must be at least 1")
         if self.demographic_projection_layers not in (0, 1, 2):
             fail("demographic_projection_layers", "expected 0, 1 or 2")
         if self.demographic_dim is not None:
@@ -163,28 +283,52 @@ class CuMAConfig:
                 fail("demographic_dim", "must be at least 1")
             if self.demographic_projection_layers == 0 and self.demographic_dim != self.demographic_input_dim:
                 fail("demographic_dim", "an identity projection (0 layers) keeps demographic_input_dim")
+        if self.encoder is not None:
+            missing = [key for key in ENCODER_KEYS if key not in self.encoder]
+            if missing:
+                fail("encoder", f"missing {missing}; expected the keys {list(ENCODER_KEYS)}")
+            if self.encoder["dim"] != self.demographic_input_dim:
+                fail(
+                    "encoder",
+                    f"dim {self.encoder['dim']} != demographic_input_dim {self.demographic_input_dim}",
+                )
 
 
-_CUMA = CuMAConfig()
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
 
-PRESETS: dict[str, CuMAConfig] = {
+
+PRESETS: dict[str, dict[str, Any]] = {
     # PEFT-equivalent LoRA: one expert, no router.
-    "lora": replace(
-        _CUMA, num_experts=1, top_k=None, routing="none", router_inputs=(), load_balancing_weight=0.0
-    ),
+    "lora": {
+        "num_experts": 1,
+        "top_k": None,
+        "routing": "none",
+        "router_inputs": (),
+        "load_balancing_weight": 0.0,
+    },
     # HydraLoRA (Tian et al. 2024): shared A, N B-heads, a linear gate on the hidden state, all heads
     # weighted by the softmax as in the HydraLoRA paper.
-    "hydralora": replace(
-        _CUMA, shared_a=True, router_inputs=("hidden",), routing="soft", top_k=None, router_layers=1
-    ),
+    "hydralora": {
+        "shared_a": True,
+        "router_inputs": ("hidden",),
+        "routing": "soft",
+        "top_k": None,
+        "router_layers": 1,
+    },
     # MixLoRA (Li et al. 2024): separate A and B per expert, a linear top-2 gate on the hidden state.
-    "mixlora": replace(_CUMA, router_inputs=("hidden",), router_layers=1),
+    "mixlora": {"router_inputs": ("hidden",), "router_layers": 1},
     # CuMA: the MLP router reads the hidden state and the profile embedding; top-2 of 8 experts.
-    "cuma": _CUMA,
+    "cuma": {},
     # CuMA with every expert weighted by the full softmax.
-    "cuma-soft": replace(_CUMA, routing="soft", top_k=None),
+    "cuma-soft": {"routing": "soft", "top_k": None},
     # Routing from the profile alone: one expert mixture per profile, the same for all its tokens.
-    "demographic-only": replace(_CUMA, router_inputs=("demographic",)),
+    "demographic-only": {"router_inputs": ("demographic",)},
     # The CuMA router with its demographic input removed.
-    "no-demographic": replace(_CUMA, router_inputs=("hidden",)),
+    "no-demographic": {"router_inputs": ("hidden",)},
 }
+"""Preset name -> the fields it sets on top of CuMAConfig's defaults."""
+
+__all__ = ["PEFT_NAME", "PRESETS", "CuMAConfig"]

@@ -5,6 +5,11 @@ All experts are evaluated densely with two GEMMs, ``x @ A_all^T`` ([N*r, in]) an
 At LoRA ranks this costs less than the per-expert gather/scatter loop it replaces and needs no
 host-device synchronisation. With ``shared_a`` the down-projection is one [r, in] GEMM whose output
 is gate-weighted once per expert.
+
+It is a PEFT tuner layer (``BaseTunerLayer``): the weights of each adapter live in ``cuma_A`` / ``cuma_B``
+keyed by adapter name, and PEFT's enable/disable/set_adapter/delete_adapter work on it. The layer knows
+nothing about training; the gates of a call come from the routing state of that call
+(`cuma.adapter.router.active_routing`).
 """
 
 from __future__ import annotations
@@ -12,45 +17,32 @@ from __future__ import annotations
 import math
 
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from cuma.adapter.config import CuMAConfig
-from cuma.adapter.router import RoutingState
+from cuma.adapter.router import active_routing
 
 
-class MixtureLoRALinear(nn.Module):
-    """``y = W0 x + b + scaling * sum_e g_e B_e A_e x`` around a frozen ``base_layer``.
+class MixtureLoRALinear(nn.Module, BaseTunerLayer):
+    """``y = W0 x + b + scaling * sum_e g_e B_e A_e x`` around a frozen ``base_layer``."""
 
-    The gates come from the call's ``RoutingState`` (injected by CuMAModel's scoped pre-hook);
-    a layer without a router (plain LoRA) needs none.
-    """
+    adapter_layer_names = ("cuma_A", "cuma_B")
+    other_param_names = ("cuma_dropout", "cuma_config", "cuma_router_key")
 
-    def __init__(self, base_layer: nn.Linear, config: CuMAConfig, name: str, router_key: str | None) -> None:
+    def __init__(self, base_layer: nn.Linear, name: str) -> None:
         super().__init__()
         if not isinstance(base_layer, nn.Linear):
             raise TypeError(f"{name}: CuMA adapts nn.Linear modules only, got {type(base_layer).__name__}")
-        if (router_key is None) == config.has_router:
-            raise ValueError(f"{name}: routing={config.routing!r} but router_key={router_key!r}")
         self.base_layer = base_layer.requires_grad_(False)
-        self.config = config
         self.name = name
-        self.router_key = router_key
-        self.disabled = False
-        weight = base_layer.weight
-        dtype = weight.dtype if weight.dtype in (torch.float32, torch.float64) else torch.float32
-        experts_a = 1 if config.shared_a else config.num_experts
-        factory = {"device": weight.device, "dtype": dtype}
-        self.lora_A = nn.Parameter(torch.empty(experts_a * config.rank, base_layer.in_features, **factory))
-        self.lora_B = nn.Parameter(
-            torch.empty(base_layer.out_features, config.num_experts * config.rank, **factory)
-        )
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """LoRA initialisation as in PEFT: A per expert kaiming-uniform (fan-in = in_features), B zero."""
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_B)
+        self.cuma_A = nn.ParameterDict()
+        self.cuma_B = nn.ParameterDict()
+        self.cuma_dropout = nn.ModuleDict()
+        self.cuma_config: dict[str, CuMAConfig] = {}
+        self.cuma_router_key: dict[str, str | None] = {}
+        self.merged_adapters: list[str] = []
+        self._disable_adapters = False
 
     @property
     def in_features(self) -> int:
@@ -60,35 +52,96 @@ class MixtureLoRALinear(nn.Module):
     def out_features(self) -> int:
         return self.base_layer.out_features
 
-    def forward(self, x: torch.Tensor, routing: RoutingState | None = None) -> torch.Tensor:
-        if self.disabled:
-            return self.base_layer(x)
+    def update_layer(self, adapter_name: str, config: CuMAConfig, router_key: str | None) -> None:
+        """Add adapter ``adapter_name``: its experts, initialised as PEFT initialises LoRA."""
+        if (router_key is None) == config.has_router:
+            raise ValueError(f"{self.name}: routing={config.routing!r} but router_key={router_key!r}")
+        weight = self.base_layer.weight
+        # Adapter weights stay float32 (float64 for a float64 base) whatever the base dtype, like PEFT's
+        # autocast_adapter_dtype; the forward casts them to the compute dtype.
+        dtype = weight.dtype if weight.dtype in (torch.float32, torch.float64) else torch.float32
+        factory = {"device": weight.device, "dtype": dtype}
+        experts_a = 1 if config.shared_a else config.num_experts
+        self.cuma_A[adapter_name] = nn.Parameter(
+            torch.empty(experts_a * config.rank, self.in_features, **factory)
+        )
+        self.cuma_B[adapter_name] = nn.Parameter(
+            torch.empty(self.out_features, config.num_experts * config.rank, **factory)
+        )
+        self.cuma_dropout[adapter_name] = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.cuma_config[adapter_name] = config
+        self.cuma_router_key[adapter_name] = router_key
+        self.reset_parameters(adapter_name)
+        self.set_adapter(self.active_adapters)
+
+    def reset_parameters(self, adapter_name: str) -> None:
+        """LoRA initialisation as in PEFT: A per expert kaiming-uniform (fan-in = in_features), B zero."""
+        nn.init.kaiming_uniform_(self.cuma_A[adapter_name], a=math.sqrt(5))
+        nn.init.zeros_(self.cuma_B[adapter_name])
+
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        adapter = self.active_adapters[0] if self.active_adapters else None
+        if self.disable_adapters or self.merged or adapter not in self.cuma_A:
+            return self.base_layer(x, *args, **kwargs)
+        config = self.cuma_config[adapter]
         gates = None
-        if self.router_key is not None:
+        router_key = self.cuma_router_key[adapter]
+        if router_key is not None:
+            routing = active_routing()
             if routing is None:
                 raise RuntimeError(
-                    f"{self.name} has a router but was called without routing state: call the model through "
-                    "CuMAModel.forward/generate (gradient checkpointing, which re-runs layers after the call "
-                    "has returned, is not supported)"
+                    f"{self.name} has a router but was called outside a CuMA model call: call the PEFT model "
+                    "(forward/generate), and enable gradient checkpointing through it "
+                    "(model.gradient_checkpointing_enable()), not through the base model"
                 )
-            gates = routing.gates(self.router_key, x, self.name)
+            gates = routing.gates(router_key, x, self.name)
         # Work on 2-D views so the base output is not itself a view: adding the experts in place into it
         # then needs no copy in backward (nn.Linear's backward does not need its own output).
         flat = x.reshape(-1, self.in_features)
         result = self.base_layer(flat)
         dtype = result.dtype
-        down = self.dropout(flat).to(dtype) @ self.lora_A.to(dtype).t()  # [T, N*r], or [T, r] if shared
+        lora_a, lora_b = self.cuma_A[adapter], self.cuma_B[adapter]
+        down = self.cuma_dropout[adapter](flat).to(dtype) @ lora_a.to(dtype).t()  # [T, N*r] ([T, r] shared)
         if gates is not None:
-            rank, experts = self.config.rank, self.config.num_experts
+            rank, experts = config.rank, config.num_experts
             g = gates.to(dtype).expand(*x.shape[:-1], experts).reshape(-1, experts, 1)
-            per_expert = down.unsqueeze(1) if self.config.shared_a else down.view(-1, experts, rank)
+            per_expert = down.unsqueeze(1) if config.shared_a else down.view(-1, experts, rank)
             down = (g * per_expert).reshape(-1, experts * rank)
-        result.addmm_(down, self.lora_B.to(dtype).t(), alpha=self.config.scaling)
+        result.addmm_(down, lora_b.to(dtype).t(), alpha=config.scaling)
         return result.view(*x.shape[:-1], self.out_features)
 
+    # ------------------------------------------------------------------ merging
+    def delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """``scaling * B A``: the fixed weight change of an adapter without a router (plain LoRA)."""
+        config = self.cuma_config[adapter_name]
+        if config.has_router:
+            raise ValueError(
+                f"{self.name}: adapter {adapter_name!r} routes each token (routing={config.routing!r}), so "
+                "it has no fixed weight to merge; only the 'lora' preset (routing='none') can be merged"
+            )
+        return config.scaling * (self.cuma_B[adapter_name] @ self.cuma_A[adapter_name])
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        for name in adapter_names or self.active_adapters:
+            if name in self.merged_adapters or name not in self.cuma_A:
+                continue
+            weight = self.base_layer.weight
+            merged = weight.data + self.delta_weight(name).to(weight.dtype)
+            if safe_merge and not torch.isfinite(merged).all():
+                raise ValueError(f"{self.name}: merging adapter {name!r} gives non-finite weights")
+            weight.data = merged
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            weight = self.base_layer.weight
+            weight.data -= self.delta_weight(name).to(weight.dtype)
+
     def extra_repr(self) -> str:
-        c = self.config
-        return (
-            f"in={self.in_features}, out={self.out_features}, rank={c.rank}, experts={c.num_experts}, "
-            f"shared_a={c.shared_a}, router={self.router_key!r}"
+        shapes = ", ".join(
+            f"{name}: rank={c.rank}, experts={c.num_experts}, shared_a={c.shared_a}, "
+            f"router={self.cuma_router_key[name]!r}"
+            for name, c in self.cuma_config.items()
         )
+        return f"in={self.in_features}, out={self.out_features}, {shapes}"

@@ -3,13 +3,23 @@
 A router maps the hidden state h and/or the projected profile embedding d to expert weights.
 Its first layer is split as ``W_h h + W_d d + b``: the demographic term is the same for every token of
 a sequence, so it is computed once per sequence and broadcast instead of concatenating d onto each token.
+
+The state of one call reaches the layers through a context variable that `use_routing` sets for the
+duration of that call only (PEFT's Poly passes its per-call ``task_ids`` the same way, with scoped
+pre-hooks). A context variable is per thread, so concurrent calls from a server's threads never see
+each other's profiles, and `checkpoint_context` re-enters the same state when gradient checkpointing
+recomputes a layer during backward, after the call itself has returned.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +87,9 @@ def routing_weights(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(gates, probs, selected): gates are zero outside the chosen experts; probs is the full softmax;
     selected [..., k] holds the chosen experts' indices (under soft routing, where every expert is used,
-    the top-1, which is what the load-balancing loss counts).
+    the top-1, which is what the load-balancing loss counts). With ``top_k=1`` the gate is the raw
+    probability, as in the Switch Transformer: renormalised, a single gate would always be 1 and the
+    router would get no gradient from the task loss.
 
     Gates and probs are at least float32, so the softmax and the top-k weights are not rounded to bf16.
     """
@@ -85,7 +97,8 @@ def routing_weights(
     if config.routing == "soft":
         return probs, probs, probs.argmax(dim=-1, keepdim=True)
     top, index = probs.topk(config.top_k, dim=-1)
-    top = top / top.sum(dim=-1, keepdim=True) if config.top_k_weights == "normalize" else top.softmax(dim=-1)
+    if config.top_k > 1:  # a single gate stays the raw probability (see above)
+        top = top / top.sum(dim=-1, keepdim=True) if config.top_k_weights == "normalize" else top.softmax(-1)
     return torch.zeros_like(probs).scatter(-1, index, top), probs, index
 
 
@@ -115,9 +128,9 @@ def router_aux_loss(
 class RoutingState:
     """Everything about one call that routing needs; lives only for that call.
 
-    CuMAModel creates it per forward/generate and hands it to the adapted layers through scoped
-    forward pre-hooks, so no batch data is ever stored on a module. ``demographic`` holds the projected
-    embeddings, one row per input row (CuMAModel checks the rows before building the state).
+    CuMAModel creates it per forward/generate and hands it to the adapted layers with `use_routing`, so no
+    batch data is ever stored on a module. ``routers`` are the active adapter's; ``demographic`` holds the
+    projected embeddings, one row per input row (CuMAModel checks the rows before building the state).
     """
 
     routers: nn.ModuleDict
@@ -158,3 +171,33 @@ class RoutingState:
             )
         # With a KV cache the mask covers past and new tokens; the new ones are last.
         return mask[:, mask.shape[1] - seq :].to(hidden.device)
+
+    def for_recompute(self) -> RoutingState:
+        """The same routing for a layer that gradient checkpointing re-runs during backward: the aux losses
+        were already taken from the first run, and the routing was already recorded."""
+        return replace(self, compute_aux=False, record=None)
+
+
+_ACTIVE: ContextVar[RoutingState | None] = ContextVar("cuma_routing", default=None)
+
+
+def active_routing() -> RoutingState | None:
+    """The routing state of the call in progress on this thread, if any."""
+    return _ACTIVE.get()
+
+
+@contextmanager
+def use_routing(state: RoutingState | None) -> Iterator[None]:
+    """Make ``state`` the routing of every adapted layer called inside the block, and only there."""
+    token = _ACTIVE.set(state)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def checkpoint_context() -> tuple[Any, Any]:
+    """``context_fn`` for ``torch.utils.checkpoint``: the recompute of a checkpointed block runs under the
+    routing of the call that first ran it."""
+    state = _ACTIVE.get()
+    return nullcontext(), use_routing(None if state is None else state.for_recompute())

@@ -85,6 +85,24 @@ class ProfileTemplate:
             rendered.append(fmt.format(value=value))
         return self.prefix + self.sep.join(rendered) + self.suffix
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready fields; `from_dict` rebuilds an equal template (adapters save theirs this way)."""
+        return {
+            "parts": [list(pair) for pair in self.parts],
+            "prefix": self.prefix,
+            "sep": self.sep,
+            "suffix": self.suffix,
+            "missing": self.missing,
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object]) -> ProfileTemplate:
+        unknown = sorted(set(values) - {"parts", "prefix", "sep", "suffix", "missing"})
+        if unknown:
+            raise ValueError(f"unknown ProfileTemplate field(s) {unknown}")
+        parts = values.get("parts", ())
+        return cls(**{**values, "parts": tuple((str(k), str(v)) for k, v in parts)})
+
 
 KEY_VALUE = ProfileTemplate()
 """``Country: Norway, Age: 45, ...`` (the PRISM / Community Alignment style)."""
