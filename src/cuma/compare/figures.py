@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from cuma.atomic import atomic_path
 from cuma.compare import plots
 from cuma.data.experiment import EVAL_SPLITS, SPLITS
 from cuma.evaluation.topology import RoutingTrace, expert_usage, group_projection, usage_matrix
@@ -64,7 +65,8 @@ def make_figures(
         add(title, plots.routing_heatmap(matrix, folder / f"routing-heatmap-{method}.png", title))
         title = f"{method}: groups by mean routing vector (PCA over all routers)"
         add(title, plots.routing_projection(projection, folder / f"routing-projection-{method}.png", title))
-        usage.to_csv(out / f"routing-usage-{method}.csv", index=False)
+        with atomic_path(out / f"routing-usage-{method}.csv") as tmp:
+            usage.to_csv(tmp, index=False)
         topology[method] = {
             "routers": list(trace.vectors),
             "experts": int(matrix.shape[1]),

@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # the backend must be chosen first
 import numpy as np
 import pandas as pd
 
+from cuma.atomic import atomic_path
+
 DPI = 110
 
 
@@ -108,6 +110,9 @@ def _text(label: object) -> str:
 def _save(fig: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=DPI)
+    finally:
+        plt.close(fig)
     return path

@@ -12,6 +12,7 @@ std over seeds of every number) and ``figures``; each run names its per-question
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import math
@@ -23,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cuma.atomic import atomic_path
+
 
 @dataclass(frozen=True)
 class Column:
@@ -33,6 +36,9 @@ class Column:
     digits: int = 3
     spread: bool = True  # show ``± std`` over seeds (not for counts fixed by the config)
 
+
+REPORT_FILES = ("results.json", "results.csv", "report.md", "report.html")
+"""The files `write_report` writes; results.json marks a directory as holding a finished report."""
 
 TABLE_COLUMNS = (
     Column("trainable_params", "Trainable params", 0, spread=False),
@@ -106,14 +112,23 @@ def format_cell(stat: Mapping[str, float | None] | None, digits: int, spread: bo
 
 
 def write_report(results: dict[str, Any], out_dir: Path) -> Path:
-    """Write the four report files into ``out_dir`` (figures must already be there) and return it."""
+    """Write the four report files into ``out_dir`` (figures must already be there) and return it.
+
+    All four are written to temporary files first and replace the old ones only once every one is
+    complete (`cuma.atomic`), so a failure leaves the previous report whole, never half old, half new.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     results["aggregate"] = aggregate(results["runs"])
     results["table"] = build_table(results["aggregate"])
-    (out_dir / "results.json").write_text(json.dumps(_jsonable(results), indent=2) + "\n")
-    _table_frame(results["aggregate"]).to_csv(out_dir / "results.csv", index=False)
-    (out_dir / "report.md").write_text(render_markdown(results))
-    (out_dir / "report.html").write_text(render_html(results, out_dir))
+    texts = {
+        "results.json": json.dumps(_jsonable(results), indent=2) + "\n",
+        "results.csv": _table_frame(results["aggregate"]).to_csv(index=False),
+        "report.md": render_markdown(results),
+        "report.html": render_html(results, out_dir),
+    }
+    with contextlib.ExitStack() as stack:
+        for name in REPORT_FILES:
+            stack.enter_context(atomic_path(out_dir / name)).write_text(texts[name], encoding="utf-8")
     return out_dir
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cuma.atomic import atomic_path
 from cuma.metrics import distribution_table, entropy_table
 
 
@@ -36,6 +37,7 @@ def write_tables(
     for split, frame in predictions.items():
         for kind, table in question_tables(frame, fields).items():
             path = table_path(kind, method, seed, split)
-            table.to_csv(out / path, index=False)
+            with atomic_path(out / path) as tmp:
+                table.to_csv(tmp, index=False)
             written.setdefault(kind, {})[split] = path.as_posix()
     return written
