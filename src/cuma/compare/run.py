@@ -29,17 +29,20 @@ import numpy as np
 import pandas as pd
 from accelerate.utils import broadcast_object_list
 
+from cuma.atomic import atomic_path
 from cuma.compare.environment import machine, versions
 from cuma.compare.figures import make_figures
 from cuma.compare.methods_run import MethodRunner, Stopwatch
 from cuma.compare.preflight import check_fields, check_fresh, check_letters, check_resume, check_settings
 from cuma.compare.report import write_report
+from cuma.compare.report_dir import claim_report_dir
 from cuma.compare.tables import write_tables
 from cuma.config import ExperimentConfig
 from cuma.data.experiment import SPLITS, ComparisonData, prepare_data
 from cuma.data.render import render_prompt
 from cuma.encoder import make_encoder
 from cuma.evaluation.topology import RoutingTrace
+from cuma.lock import OutputLock
 from cuma.models import load_base_model
 from cuma.processes import process_state
 from cuma.reference_baselines import REFERENCE_BASELINES
@@ -47,24 +50,34 @@ from cuma.reference_baselines import REFERENCE_BASELINES
 logger = logging.getLogger("cuma.compare")
 
 
-def run_comparison(config: ExperimentConfig, quick: bool = False, resume: bool = False) -> Path:
+def run_comparison(
+    config: ExperimentConfig, quick: bool = False, resume: bool = False, overwrite: bool = False
+) -> Path:
     """Run the comparison ``config`` describes and return its report directory (``config.output_dir``).
 
     ``quick`` marks a config made by `quick_config`: the report says so, and training checkpoints go to a
     temporary directory that is deleted afterwards. Otherwise they stay in ``<output_dir>/train``, and
     ``resume`` continues from them; without it, leftover checkpoints are an error before any work, so a
     changed config never silently reuses old weights. Every setting is checked before any model work
-    (`cuma.compare.preflight`).
+    (`cuma.compare.preflight`). The report directory is locked for the run (`cuma.lock.OutputLock`), and
+    one holding a previous report is refused unless ``resume`` or ``overwrite`` (which moves the old
+    report aside first, `cuma.compare.report_dir`).
     """
     methods = list(dict.fromkeys([*config.methods, *REFERENCE_BASELINES]))
     check_settings(config, methods)
-    if quick:
-        with _shared_temporary_dir("cuma-quick-train-") as train_root:
-            return _compare(config, methods, train_root, quick, resume)
-    train_root = Path(config.output_dir) / "train"
-    if not resume:
-        check_fresh(train_root, config, methods)
-    return _compare(config, methods, train_root, quick, resume)
+    out = Path(config.output_dir)
+    state = process_state()
+    with OutputLock(out, main_process=state.is_main_process):
+        if state.is_main_process:
+            claim_report_dir(out, resume=resume, overwrite=overwrite)
+        state.wait_for_everyone()
+        if quick:
+            with _shared_temporary_dir("cuma-quick-train-") as train_root:
+                return _compare(config, methods, train_root, quick, resume)
+        train_root = out / "train"
+        if not resume:
+            check_fresh(train_root, config, methods)
+        return _compare(config, methods, train_root, quick, resume)
 
 
 @contextlib.contextmanager
@@ -185,4 +198,5 @@ def _save_predictions(out: Path, name: str, seed: int, preds: dict[str, pd.DataF
     folder = out / "predictions"
     folder.mkdir(parents=True, exist_ok=True)
     for split, frame in preds.items():
-        frame.to_parquet(folder / f"{name}-seed{seed}-{split}.parquet", index=False)
+        with atomic_path(folder / f"{name}-seed{seed}-{split}.parquet") as tmp:
+            frame.to_parquet(tmp, index=False)
