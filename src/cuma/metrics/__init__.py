@@ -18,14 +18,28 @@ from cuma.metrics.distribution import (
 )
 from cuma.metrics.emd import THRESHOLDS, argmax_emd, emd_coverage, emd_summary, scaled_emd, wvb_emd
 from cuma.metrics.frame import PREDICTION_COLUMNS, make_predictions
+from cuma.metrics.preference import (
+    VERDICTS,
+    BootstrapConfig,
+    ChoiceAccuracy,
+    WinRate,
+    choice_accuracy,
+    group_win_rates,
+    win_rate,
+)
 from cuma.metrics.summary import summarize
 
 __all__ = [
     "POPULATION",
     "PREDICTION_COLUMNS",
     "THRESHOLDS",
+    "VERDICTS",
+    "BootstrapConfig",
+    "ChoiceAccuracy",
+    "WinRate",
     "accuracy",
     "argmax_emd",
+    "choice_accuracy",
     "collapse_rate",
     "collapse_summary",
     "distribution_summary",
@@ -35,6 +49,7 @@ __all__ = [
     "entropy_table",
     "group_accuracy_table",
     "group_spread_table",
+    "group_win_rates",
     "js_distance",
     "macro_f1",
     "macro_group_accuracy",
@@ -44,5 +59,6 @@ __all__ = [
     "sigma_inequity",
     "summarize",
     "total_variation",
+    "win_rate",
     "wvb_emd",
 ]
