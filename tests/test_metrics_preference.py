@@ -51,6 +51,7 @@ def test_bootstrap_resamples_prompts_not_verdicts():
         by_prompt.win_rate_ci[1] - by_prompt.win_rate_ci[0]
         > by_verdict.win_rate_ci[1] - by_verdict.win_rate_ci[0]
     )
+    assert win_rate(verdicts, units=[None if p == "a" else p for p in prompts], bootstrap=config) == by_prompt
     with pytest.raises(ValueError, match="3 units for 13 verdicts"):
         win_rate(verdicts, units=prompts[:3])
 

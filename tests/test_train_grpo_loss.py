@@ -20,6 +20,7 @@ def test_advantages_leave_failed_rewards_out_of_the_group_statistics():
     assert not torch.isnan(out.values).any()
     assert out.valid.tolist() == [True, True, False] + [True] * 6 + [False] * 3
     assert (out.failed, out.constant_groups, out.empty_groups) == (4, 1, 1)
+    assert out.failed_share == 4 / 12
 
 
 def test_advantages_match_trl_std_on_valid_rewards():

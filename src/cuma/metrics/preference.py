@@ -106,7 +106,7 @@ def _unit_ids(n: int, units: Sequence[Hashable] | None, what: str) -> np.ndarray
         return np.arange(n)
     if len(units) != n:
         raise ValueError(f"{len(units)} units for {n} {what}; give one unit (prompt id) per {what[:-1]}")
-    return pd.factorize(pd.Series(list(units), dtype=object))[0]
+    return pd.factorize(pd.Series(list(units), dtype=object), use_na_sentinel=False)[0]
 
 
 def win_rate(

@@ -4,8 +4,9 @@ With the log-ratios ``chosen = logp(y_w) - ref_logp(y_w)``, ``rejected = logp(y_
 ``delta = chosen - rejected``, per pair:
 
 - ``sigmoid`` (DPO): ``-(1 - eps) * logsigmoid(beta * delta) - eps * logsigmoid(-beta * delta)``, where
-  ``eps`` is ``label_smoothing``, the probability that a label is flipped (conservative DPO, the form
-  TRL's documentation gives for ``label_smoothing`` with this loss); ``eps = 0`` is TRL 1.16's sigmoid.
+  ``eps`` is ``label_smoothing``, the probability that a label is flipped (conservative DPO, the meaning
+  earlier TRL releases gave ``label_smoothing`` with this loss); ``eps = 0`` is TRL 1.16's sigmoid, which
+  keeps the smoothing for its ``robust`` and ``exo_pair`` losses only.
 - ``ipo``: ``(chosen / n_w - rejected / n_l - 1 / (2 * beta)) ** 2``: as in TRL, each log-ratio is
   divided by its response's token count so ``beta`` (IPO's tau) does not depend on response length.
 - ``hinge`` (SLiC): ``relu(1 - beta * delta)``.

@@ -39,6 +39,11 @@ class Advantages:
     constant_groups: int
     empty_groups: int
 
+    @property
+    def failed_share(self) -> float:
+        """Share of completions whose reward failed, for a stop-on-too-many-failures check."""
+        return self.failed / self.valid.numel()
+
 
 def _nanstd(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Per row of [R, K]: Bessel-corrected std of the valid entries, NaN with fewer than two (as TRL)."""
