@@ -194,6 +194,8 @@ def survey_preferences(
 ) -> SurveyPreferences:
     """Pairs and GRPO prompts for every split of ``data``, each from that split's respondents only.
 
+    The majority is that of ``data.splits["train"]``, the training examples as sampled (``data.n_train``).
+
     Args:
         mode: one of `PAIRING_MODES`.
         seed: the ``random`` mode's seed.
@@ -211,11 +213,10 @@ def survey_preferences(
 
 def summary_frame(summaries: Iterable[PairingSummary]) -> pd.DataFrame:
     """One row per summary: split, mode, examples, pairs and one column per skip reason (0 if none)."""
+    summaries = list(summaries)
+    reasons = list(dict.fromkeys(reason for s in summaries for reason in s.skipped))
     rows = [
-        {"split": s.split, "mode": s.mode, "examples": s.examples, "pairs": s.pairs, **s.skipped}
+        [s.split, s.mode, s.examples, s.pairs, *(s.skipped.get(reason, 0) for reason in reasons)]
         for s in summaries
     ]
-    frame = pd.DataFrame(rows)
-    reasons = [column for column in frame.columns if column not in ("split", "mode", "examples", "pairs")]
-    frame[reasons] = frame[reasons].fillna(0).astype("int64")
-    return frame
+    return pd.DataFrame(rows, columns=["split", "mode", "examples", "pairs", *reasons])
