@@ -1,4 +1,4 @@
-"""CuMAModel on tiny Llama and Qwen3 models: PEFT parity, conditioning, generation, padding, state."""
+"""CuMA PEFT models on tiny Llama and Qwen3 models: PEFT parity, conditioning, generation, padding, state."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from cuma.adapter import PRESETS, CuMAConfig, CuMAModel, get_cuma_model
+from cuma.adapter import PRESETS, CuMAConfig, CuMAPeftModel, get_cuma_model
 from cuma.encoder import DemographicEncoder
 from cuma.tiny import tiny_model
 
@@ -18,13 +18,13 @@ DEMO = 16
 FAMILIES = ["llama", "qwen3"]
 
 
-def adapted(preset: str, family: str = "llama", **overrides: Any) -> CuMAModel:
+def adapted(preset: str, family: str = "llama", **overrides: Any) -> CuMAPeftModel:
     """A tiny model with the preset's adapter and non-zero B, so the adapter changes the output."""
     config = CuMAConfig.from_preset(preset, **{"demographic_input_dim": DEMO, **overrides})
     model = get_cuma_model(tiny_model(family), config)
     torch.manual_seed(1)
     for layer in model.layers.values():
-        nn.init.normal_(layer.lora_B, std=0.5)
+        nn.init.normal_(layer.cuma_B["default"], std=0.5)
     return model
 
 
@@ -44,11 +44,11 @@ def test_lora_preset_equals_peft_lora(family: str) -> None:
         peft_layer = peft.base_model.model.get_submodule(name)
         nn.init.normal_(peft_layer.lora_B["default"].weight)
         with torch.no_grad():
-            layer.lora_A.copy_(peft_layer.lora_A["default"].weight)
-            layer.lora_B.copy_(peft_layer.lora_B["default"].weight)
+            layer.cuma_A["default"].copy_(peft_layer.lora_A["default"].weight)
+            layer.cuma_B["default"].copy_(peft_layer.lora_B["default"].weight)
         pairs += [
-            (layer.lora_A, peft_layer.lora_A["default"].weight),
-            (layer.lora_B, peft_layer.lora_B["default"].weight),
+            (layer.cuma_A["default"], peft_layer.lora_A["default"].weight),
+            (layer.cuma_B["default"], peft_layer.lora_B["default"].weight),
         ]
     tokens = ids()
     ours_logits = ours(tokens).logits
@@ -164,7 +164,7 @@ def test_aux_loss_gives_every_expert_a_gradient() -> None:
     model = adapted("cuma", top_k=1)
     out = model(ids(), demographic_embeds=torch.randn(2, DEMO))
     out.aux_loss.backward()
-    for router in model.routers.values():
+    for router in model.cuma_routers["default"].values():
         assert (router.head[-1].bias.grad != 0).all()
     assert out.aux_loss > 0
 
@@ -180,12 +180,12 @@ def test_shared_router_runs_once_per_block_with_demographics_once_per_sequence()
     )
     calls: list[str] = []
     demo_inputs: list[torch.Size] = []
-    for key, router in model.routers.items():
+    for key, router in model.cuma_routers["default"].items():
         router.register_forward_hook(lambda *_, key=key: calls.append(key))
         router.demographic_proj.register_forward_hook(lambda _m, args, _o: demo_inputs.append(args[0].shape))
     model(ids(2, 6), demographic_embeds=torch.randn(2, DEMO))
-    assert len(model.routers) == 2 * 3  # per layer: q/k/v, gate/up, down
-    assert sorted(calls) == sorted(model.routers)
+    assert len(model.cuma_routers["default"]) == 2 * 3  # per layer: q/k/v, gate/up, down
+    assert sorted(calls) == sorted(model.cuma_routers["default"])
     assert all(shape == (2, DEMO) for shape in demo_inputs)
 
 
@@ -228,7 +228,7 @@ def test_configs_without_demographics_ignore_embeddings_but_check_their_rows(pre
 def test_return_dict_false_is_refused_before_the_model_runs() -> None:
     model = adapted("cuma")
     calls: list[int] = []
-    model.base_model.register_forward_pre_hook(lambda *_: calls.append(1))
+    model.get_base_model().register_forward_pre_hook(lambda *_: calls.append(1))
     with pytest.raises(TypeError, match="drop return_dict=False"):
         model(ids(), demographic_embeds=torch.randn(2, DEMO), return_dict=False)
     assert not calls
@@ -239,7 +239,7 @@ def test_disable_adapter_runs_the_bare_base_model() -> None:
     reference = copy.deepcopy(base)
     model = get_cuma_model(base, CuMAConfig.from_preset("cuma", demographic_input_dim=DEMO))
     for layer in model.layers.values():
-        nn.init.normal_(layer.lora_B)
+        nn.init.normal_(layer.cuma_B["default"])
     tokens = ids()
     with model.disable_adapter():
         disabled = model(tokens)

@@ -197,6 +197,9 @@ class CuMAModel(BaseTuner):
         """The base model's output with ``aux_loss`` (and, with labels, ``loss`` = LM loss + aux loss)."""
         if kwargs.get("return_dict") is False:
             raise TypeError("a CuMA model returns a ModelOutput with its aux_loss; drop return_dict=False")
+        kwargs.pop(
+            "output_router_logits", None
+        )  # asked for by MoE-aware trainers; the aux loss is always made
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         state = self._state(input_ids, kwargs, demographic_embeds, expand=1, compute_aux=True)
         with self._routing(state):

@@ -173,9 +173,10 @@ class RoutingState:
         return mask[:, mask.shape[1] - seq :].to(hidden.device)
 
     def for_recompute(self) -> RoutingState:
-        """The same routing for a layer that gradient checkpointing re-runs during backward: the aux losses
-        were already taken from the first run, and the routing was already recorded."""
-        return replace(self, compute_aux=False, record=None)
+        """The same routing for a block that gradient checkpointing re-runs during backward. The recompute
+        must save the same tensors as the first run, aux loss included, so it computes the aux losses again
+        into a list of its own that nobody reads; the routing was already recorded."""
+        return replace(self, record=None)
 
 
 _ACTIVE: ContextVar[RoutingState | None] = ContextVar("cuma_routing", default=None)
