@@ -28,6 +28,7 @@ from peft.tuners.lora import Linear as PeftLoraLinear
 from torch import nn
 
 from cuma.adapter import CuMAConfig, MixtureLoRALinear, Router, RoutingState
+from cuma.adapter.router import use_routing
 
 HIDDEN, EXPERTS, TOP_K, DEMOGRAPHIC, ROUTER_HIDDEN = 2048, 8, 2, 384, 256
 
@@ -82,9 +83,10 @@ def build(rank: int, dtype: torch.dtype, projections: int) -> dict[str, Impl]:
 
     config = CuMAConfig.from_preset("cuma", rank=rank, alpha=2 * rank, demographic_input_dim=DEMOGRAPHIC)
     routers = nn.ModuleDict({"r": Router(config, HIDDEN)})
-    cuma = [MixtureLoRALinear(copy_of(base), config, f"proj{i}", "r") for i, base in enumerate(bases)]
+    cuma = [MixtureLoRALinear(copy_of(base), f"proj{i}") for i, base in enumerate(bases)]
     for layer in cuma:
-        nn.init.normal_(layer.lora_B, std=0.01)
+        layer.update_layer("default", config, "r")
+        nn.init.normal_(layer.cuma_B["default"], std=0.01)
     reference = [ReferenceLoopLoRA(copy_of(base), rank, dtype) for base in bases]
     for layer in reference[1:]:
         layer.router = reference[0].router  # shared, but recomputed by every projection as in the reference
@@ -96,7 +98,8 @@ def build(rank: int, dtype: torch.dtype, projections: int) -> dict[str, Impl]:
 
     def run_cuma(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         state = RoutingState(routers, config, demographic=d)  # one per call: the router runs once
-        output = sum(layer(x, routing=state) for layer in cuma)
+        with use_routing(state):
+            output = sum(layer(x) for layer in cuma)
         return output + sum(state.aux_losses)  # the aux loss is part of a training step's cost
 
     def trainable(modules: list[nn.Module]) -> list[nn.Parameter]:

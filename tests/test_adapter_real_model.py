@@ -1,10 +1,13 @@
 """A CuMA adapter on the real SmolLM2-135M-Instruct with the real MiniLM encoder: forward and generate."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
-from cuma import CuMAConfig, CuMAModel, DemographicEncoder, get_cuma_model, load_base_model
+from cuma import CuMAConfig, DemographicEncoder, get_cuma_model, load_base_model
+from cuma.adapter import CuMAPeftModel
 from cuma.demo import perturb_experts
 from cuma.models import SMOLLM2
 
@@ -12,7 +15,7 @@ PROFILES = [
     {"country": "Nigeria", "age": "18-29", "religion": "Muslim"},
     {"country": "Sweden", "age": "65+", "religion": "None"},
 ]
-Adapted = tuple[CuMAModel, PreTrainedTokenizerBase, torch.Tensor]
+Adapted = tuple[CuMAPeftModel, PreTrainedTokenizerBase, torch.Tensor]
 """The adapted model, its tokenizer, and one encoder vector per profile."""
 QUESTION = [{"role": "user", "content": "Is religion important in your life? Answer A (yes) or B (no)."}]
 
@@ -21,9 +24,9 @@ QUESTION = [{"role": "user", "content": "Is religion important in your life? Ans
 def adapted(smollm2_gguf: PreTrainedModel) -> Adapted:
     base, tokenizer = load_base_model(SMOLLM2)
     torch.manual_seed(0)
-    model = get_cuma_model(base, CuMAConfig.from_preset("cuma"))
-    perturb_experts(model, seed=0)
     encoder = DemographicEncoder()
+    model = get_cuma_model(base, CuMAConfig.from_preset("cuma", **encoder.adapter_settings()))
+    perturb_experts(model, seed=0)
     return model.eval(), tokenizer, encoder.encode(PROFILES)
 
 
@@ -65,3 +68,18 @@ def test_generate_with_beams_follows_the_profile(adapted: Adapted) -> None:
             input_ids=inputs["input_ids"][row : row + 1], demographic_embeds=embeds[row : row + 1], **settings
         )
         assert torch.equal(greedy[row : row + 1], alone)
+
+
+@pytest.mark.slow
+def test_saved_adapter_rebuilds_its_encoder_and_answers_the_same(adapted: Adapted, tmp_path: Path) -> None:
+    model, _, embeds = adapted
+    model.save_pretrained(tmp_path)
+    encoder = DemographicEncoder.from_adapter(tmp_path)
+    assert encoder.identity() == model.peft_config["default"].encoder
+    assert torch.equal(encoder.encode(PROFILES), embeds)
+    encoder.check_adapter(model.peft_config["default"])
+    other = DemographicEncoder(pooling="last")
+    with pytest.raises(
+        ValueError, match="another demographic encoder: pooling: adapter 'mean', encoder 'last"
+    ):
+        other.check_adapter(model.peft_config["default"])

@@ -18,7 +18,7 @@ from cuma.data.profiles import KEY_VALUE, Profile
 if TYPE_CHECKING:
     import torch
 
-    from cuma.adapter import CuMAModel
+    from cuma.adapter import CuMAPeftModel
 
 T = TypeVar("T")
 
@@ -63,7 +63,7 @@ def main(
 
     base, tokenizer = _step(f"Loading base model {model_name}", lambda: load_base_model(model_name))
     encoder = _step(f"Loading demographic encoder {encoder_name}", lambda: DemographicEncoder(encoder_name))
-    config = CuMAConfig.from_preset("cuma", demographic_input_dim=encoder.dim)
+    config = CuMAConfig.from_preset("cuma", **encoder.adapter_settings())
     torch.manual_seed(seed)
     model = get_cuma_model(base, config)
     perturb_experts(model, seed)
@@ -120,23 +120,27 @@ def main(
     print(f"Base model, adapter disabled: {_decode(tokenizer, bare[0, start:])}")
 
 
-def perturb_experts(model: CuMAModel, seed: int, std: float = EXPERT_NOISE_STD) -> None:
+def perturb_experts(model: CuMAPeftModel, seed: int, std: float = EXPERT_NOISE_STD) -> None:
     """Overwrite every expert's B (zero at initialisation) with seeded Gaussian noise, so experts differ."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in model.layers.values():
-            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=generator) * std)
+            weight = layer.cuma_B["default"]
+            weight.copy_(torch.randn(weight.shape, generator=generator) * std)
 
 
-def routing_table(model: CuMAModel, weights: dict[str, torch.Tensor], labels: list[str]) -> str:
+def routing_table(model: CuMAPeftModel, weights: dict[str, torch.Tensor], labels: list[str]) -> str:
     """Top-k experts and weights of each row's last token, one line per router (i.e. per block)."""
-    top_k = model.config.top_k or model.config.num_experts
+    config = model.peft_config["default"]
+    top_k = config.top_k or config.num_experts
     routers: dict[str, tuple[str, torch.Tensor]] = {}
     for name, layer_weights in weights.items():
         # Layers that share a router (q and v of one block) have identical weights: show each router once.
-        routers.setdefault(model.layers[name].router_key, (name.rpartition(".")[0], layer_weights[:, -1]))
+        routers.setdefault(
+            model.layers[name].cuma_router_key["default"], (name.rpartition(".")[0], layer_weights[:, -1])
+        )
     rows, differ = [], 0
     for block, last in routers.values():
         values, experts = last.topk(top_k, dim=-1)
