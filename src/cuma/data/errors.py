@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from cuma.errors import CumaError
+
 _UNSET = object()
 
 
-class DataError(ValueError):
+class DataError(CumaError, ValueError):
     """Bad input data. The message names where it was found so the user can fix the file."""
 
     def __init__(
