@@ -23,5 +23,5 @@ def test_score_split_valid_scores_validation_respondents_on_the_same_training_da
 
 
 def test_score_split_valid_needs_validation_respondents():
-    with pytest.raises(ValueError, match=r"data\.score_split=valid needs data\.valid_fraction > 0"):
-        prepare_data(DataConfig(valid_fraction=0.0, score_split="valid"))
+    with pytest.raises(ValueError, match=r"data\.score_split='valid' needs data\.valid_fraction > 0"):
+        DataConfig(valid_fraction=0.0, score_split="valid")

@@ -15,6 +15,7 @@ from cuma.compare.cli import DEFAULT_CONFIG
 from cuma.compare.report import TABLE_COLUMNS
 from cuma.compare.run import run_comparison
 from cuma.config import ExperimentConfig
+from cuma.errors import ConfigError
 from cuma.models import load_base_model
 from cuma.quick import RandomProfileEncoder, quick_config
 
@@ -197,14 +198,9 @@ def no_model_work(monkeypatch):
             FileNotFoundError,
             r"data\.dataset='surveys/missing\.yaml'.*missing",
         ),
-        ("data.score_split=train", ValueError, r"data\.score_split must be one of \('test', 'valid'\)"),
-        ("train.precision=fp16", ValueError, r"train\.precision='fp16'"),
-        ("train.schedule=zigzag", ValueError, r"train\.schedule='zigzag': expected one of \[.*'cosine'"),
-        ("train.warmup_ratio=0.1", ValueError, r"train\.schedule='constant' ignores warm-up"),
-        ("eval.padding_side=middle", ValueError, r"eval\.padding_side='middle'"),
-        ("eval.precision=fp8", ValueError, r"eval\.precision='fp8'"),
-        ("eval.routing_tokens=everything", ValueError, r"eval\.routing_tokens='everything'"),
         ("adapter_overrides.cuma.top_k=9", ValueError, r"adapter_overrides\.cuma: CuMAConfig\.top_k=9"),
+        ("adapter_overrides.cuma.rank=1.5", ValueError, r"adapter_overrides\.cuma\.rank=1\.5: expected int"),
+        ("adapter_overrides.prefix.num_virtual_tokens=0", ValueError, r"num_virtual_tokens=0: must be at"),
     ],
 )
 def test_bad_config_fails_before_any_model_work(tmp_path, no_model_work, override, kind, error):
@@ -212,6 +208,25 @@ def test_bad_config_fails_before_any_model_work(tmp_path, no_model_work, overrid
     with pytest.raises(kind, match=error):
         run_comparison(config, quick=True)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ("data.score_split=train", r"data\.score_split='train': expected 'test' \| 'valid'"),
+        ("train.precision=fp16", r"train\.precision='fp16'"),
+        ("train.schedule=zigzag", r"train\.schedule='zigzag': expected 'constant' \| .*'cosine'"),
+        ("train.warmup_ratio=0.1", r"train\.schedule='constant' ignores warm-up"),
+        ("eval.padding_side=middle", r"eval\.padding_side='middle'"),
+        ("eval.precision=fp8", r"eval\.precision='fp8'"),
+        ("eval.routing_tokens=everything", r"eval\.routing_tokens='everything'"),
+        ("train.lr=-1e-3", r"train\.lr=-0\.001: must be a positive finite number"),
+        ("seeds=5", r"seeds=5: expected list\[int\]"),
+    ],
+)
+def test_values_a_config_refuses_never_reach_a_comparison(tmp_path, override, error):
+    with pytest.raises(ConfigError, match=f"^command-line overrides: {error}"):
+        quick_settings(tmp_path / "run", override)
 
 
 def test_multi_token_option_letters_fail_before_any_method_runs(tmp_path, monkeypatch):

@@ -53,5 +53,7 @@ def test_heldout_cells_are_every_combination_of_the_values():
         {"race": "other", "gender": "female"},
     ]
     assert heldout_cells(DataConfig()) == []
-    with pytest.raises(ValueError, match=r"data\.heldout_cells\.race must be a non-empty list"):
-        heldout_cells(DataConfig(heldout_cells={"race": "black"}))
+    with pytest.raises(ValueError, match=r"data\.heldout_cells=\{'race': 'black'\}: expected dict"):
+        DataConfig(heldout_cells={"race": "black"})
+    with pytest.raises(ValueError, match=r"data\.heldout_cells\.race=\[\]: must be a non-empty list"):
+        DataConfig(heldout_cells={"race": []})

@@ -131,8 +131,6 @@ def test_bf16_autocast_gives_valid_probabilities():
 def test_bad_input_is_a_clear_error():
     tokenizer, model = tiny_tokenizer(), tiny_model()
     examples = make_examples(3)
-    with pytest.raises(ValueError, match="padding_side"):
-        score_examples(model, tokenizer, examples, padding_side="middle")
     with pytest.raises(ValueError, match=r"over data\.max_length=5"):
         score_examples(model, tokenizer, examples, max_length=5)
     missing = [examples[0], SurveyExample(**{**examples[1].__dict__, "embedding": None})]

@@ -113,10 +113,10 @@ def test_command_line_adapter_overrides_are_typed_and_checked():
     adapter = toy_method("cuma", config).adapter_config
     assert (adapter.rank, adapter.alpha) == (4, 10.0) and isinstance(adapter.alpha, float)
     typo = toy_config().with_overrides(["adapter_overrides.cuma.rnak=4"])
-    with pytest.raises(ValueError, match=r"adapter_overrides\.cuma: unknown field\(s\) \['rnak'\]"):
+    with pytest.raises(ValueError, match=r"unknown field\(s\) adapter_overrides\.cuma\.rnak; known: .*rank"):
         check_methods(["lora"], typo)
     with pytest.raises(
-        ValueError, match=r"adapter_overrides\.prefix\.num_virtual_tokens must be an integer, got 'many'"
+        ValueError, match=r"adapter_overrides\.prefix\.num_virtual_tokens='many': expected int"
     ):
         toy_method("prefix", toy_config({"prefix": {"num_virtual_tokens": "many"}}))
 

@@ -5,25 +5,28 @@ from pathlib import Path
 import pytest
 
 from cuma.adapter import CuMAConfig
-from cuma.config import ExperimentConfig
-from cuma.methods import PREFIX_DEFAULTS, check_methods, get_method
-from cuma.train.trainer import validate
+from cuma.compare.cli import DEFAULT_CONFIG
+from cuma.config import ExperimentConfig, PrefixConfig
+from cuma.methods import get_method, method_overrides
+from cuma.preflight import check_settings
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+CONFIGS = [*sorted(CONFIG_DIR.glob("*.yaml")), DEFAULT_CONFIG]
+
+
+def test_every_shipped_config_is_found():
+    assert len(CONFIGS) >= 5 and DEFAULT_CONFIG.is_file()
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_is_valid(path):
     config = ExperimentConfig.from_yaml(path)
-    check_methods(config.methods, config)
-    validate(config.train)
+    check_settings(config, config.methods)  # known methods, every adapter override a valid CuMAConfig
     for name, overrides in config.adapter_overrides.items():
         spec = get_method(name)
-        if spec.kind == "adapter":
-            CuMAConfig.from_preset(spec.preset, **overrides)
-        else:
-            assert spec.kind == "prefix" and set(overrides) <= set(PREFIX_DEFAULTS)
+        if spec.kind == "prefix":
+            PrefixConfig(**method_overrides(spec, overrides))
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
 
 
 def test_paper_setting():

@@ -11,10 +11,11 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from transformers import get_scheduler
 
+from cuma.errors import ConfigError
 from cuma.methods import PreparedModel
 from cuma.train.data import EpochSampler, make_loader
 from cuma.train.optim import build_optimizer
-from cuma.train.trainer import train, validate
+from cuma.train.trainer import train
 from train_toys import run, toy_collate, toy_config, toy_method, toy_rows, weights
 
 
@@ -158,8 +159,8 @@ def test_routing_statistics_reach_the_tracker_between_log_steps(tmp_path, monkey
     [("precision", "fp16"), ("grad_accum", 0), ("warmup_ratio", 1.5), ("save_every", 0), ("epochs", 0)],
 )
 def test_bad_train_settings_name_the_field(field, value):
-    with pytest.raises(ValueError, match=rf"train\.{field}={value!r}"):
-        validate(toy_config(**{field: value}).train)
+    with pytest.raises(ConfigError, match=rf"train\.{field}={value!r}"):
+        toy_config(**{field: value})
 
 
 def test_warmup_with_a_constant_schedule_is_an_error(tmp_path):

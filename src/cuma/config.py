@@ -1,181 +1,403 @@
-"""Experiment configuration: dataclasses loadable from YAML, with command-line overrides.
+"""Experiment configuration: dataclasses that check their own values, loadable from YAML with overrides.
 
 Override convention (one, documented): dotted ``section.field=value`` pairs after the options, e.g.
 ``cuma compare --config configs/gss-cuma.yaml train.lr=1e-4 data.n_train=2000 methods=[base,cuma]``.
-Values are parsed as YAML scalars/lists, so ``1e-4``, ``true`` and ``[a, b]`` mean what they look like.
-A missing entry of a free-form mapping is created, so ``adapter_overrides.cuma.rank=64`` works whether or
-not the config already configures ``cuma``; its field names are checked when the method is built.
+Files and values are read by `cuma.yamlio` (YAML 1.2), so ``1e-4``, ``true`` and ``[a, b]`` mean what
+they look like. A missing entry of a free-form mapping is created, so ``adapter_overrides.cuma.rank=64``
+works whether or not the config already configures ``cuma``; those entries are typed by the method's own
+config class (`cuma.adapter.CuMAConfig`, `PrefixConfig`) when the method is checked (`cuma.preflight`).
+
+Every field is checked when its dataclass is constructed (`cuma.fieldcheck`: exact types, ranges, known
+values), also when a user builds a `TrainConfig` in Python, and each error is one line naming
+``section.field``, the value and where it came from. The checking is our own: OmegaConf's structured
+configs (not a dependency) check types but not ranges, and its loader reads YAML 1.1 booleans (``NO`` is
+false); transformers' ``HfArgumentParser`` builds flat ``--field`` flags rather than dotted sections, and
+has no range checks either. Checks that need another object (the survey, the tokenizer, the method
+registry, existing checkpoints) are in `cuma.preflight`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import yaml
 
+from cuma.errors import ConfigError
+from cuma.fieldcheck import (
+    AT_LEAST_1,
+    FRACTION,
+    NON_EMPTY,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    Checked,
+    doc,
+    field_docs,
+)
+from cuma.yamlio import parse_yaml, read_yaml
 
-@dataclass
-class ModelConfig:
+Precision = Literal["bf16", "fp32"]
+Schedule = Literal[
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+]
+"""transformers ``SchedulerType`` names the trainer can drive: built from the step counts alone and stepped
+without a metric (reduce_lr_on_plateau, greedy, cosine_with_min_lr and warmup_stable_decay need more)."""
+NO_WARMUP_SCHEDULES = ("constant",)
+"""Schedules that ignore ``num_warmup_steps``: a warm-up asked for with them is an error."""
+
+OVERRIDES = "command-line overrides"
+"""The source errors name for values set as ``section.field=value``."""
+
+
+@dataclass(frozen=True)
+class ModelConfig(Checked):
     """Which base model and demographic encoder to use."""
 
-    name: str = "smollm2-135m-instruct"  # alias, local path or hub id (cuma.models.load_base_model)
-    encoder: str = "all-MiniLM-L6-v2"  # sentence encoder for profiles (cuma.encoder.DemographicEncoder)
-    encoder_pooling: str = "mean"  # "mean" (masked) or "last"
-    dtype: str = "float32"  # weights dtype; compute precision is train.precision
+    prefix: ClassVar[str] = "model."
+
+    name: str = field(
+        default="smollm2-135m-instruct",
+        metadata=doc("Base model: alias, local path or hub id (cuma.models.load_base_model).", NON_EMPTY),
+    )
+    encoder: str = field(
+        default="all-MiniLM-L6-v2",
+        metadata=doc("Sentence encoder for profiles (cuma.encoder.DemographicEncoder).", NON_EMPTY),
+    )
+    encoder_pooling: Literal["mean", "last"] = field(
+        default="mean",
+        metadata=doc("Encoder pooling: masked mean over tokens, or the last real token (decoder embedders)."),
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = field(
+        default="float32",
+        metadata=doc("Dtype of the frozen base weights; the compute precision is train.precision."),
+    )
 
 
-@dataclass
-class DataConfig:
+@dataclass(frozen=True)
+class DataConfig(Checked):
     """Which survey, how it is split and sampled, and how prompts are rendered."""
 
-    dataset: str = "gss-spending-2018"  # built-in name or path to a spec YAML / WVB directory
-    seed: int = 0
-    valid_fraction: float = 0.1  # respondents set aside: never trained on, scored only for tuning
-    test_fraction: float = 0.2
-    # Respondents scored in the report's test columns: "test", or "valid" to tune settings (lr, rank)
-    # without looking at the test respondents; the report then says it shows validation numbers.
-    score_split: str = "test"
-    # Held-out-profile split: field -> values; respondents in these cells never appear in training.
-    heldout_cells: dict[str, list[str]] = field(default_factory=dict)
-    n_train: int | None = None  # examples sampled per split (stratified by question); None = all
-    n_test: int | None = None
-    n_heldout: int | None = None
-    persona_in_prompt: bool = True  # the profile sentence in the system prompt (the paper's default)
-    max_length: int = 256  # tokens; longer examples are an error, not silently truncated
+    prefix: ClassVar[str] = "data."
+
+    dataset: str = field(
+        default="gss-spending-2018",
+        metadata=doc("Built-in survey name, or path to a survey spec YAML or a WVB directory.", NON_EMPTY),
+    )
+    seed: int = field(default=0, metadata=doc("Seed of the respondent split and of the samples.", SEED))
+    valid_fraction: float = field(
+        default=0.1,
+        metadata=doc("Share of respondents set aside: never trained on, scored only for tuning.", FRACTION),
+    )
+    test_fraction: float = field(
+        default=0.2, metadata=doc("Share of respondents in the random test split.", FRACTION)
+    )
+    score_split: Literal["test", "valid"] = field(
+        default="test",
+        metadata=doc(
+            "Respondents scored in the report's test columns: 'test', or 'valid' to tune settings (lr, rank) "
+            "without looking at the test respondents; the report then says it shows validation numbers."
+        ),
+    )
+    heldout_cells: dict[str, list[str | int]] = field(
+        default_factory=dict,
+        metadata=doc(
+            "Held-out profile cells, field -> values; every combination is a cell whose respondents are "
+            "never trained on (e.g. {race: [black], gender: [female]})."
+        ),
+    )
+    n_train: int | None = field(
+        default=None,
+        metadata=doc("Training examples sampled (stratified by question); null = all.", AT_LEAST_1),
+    )
+    n_test: int | None = field(default=None, metadata=doc("Test examples sampled; null = all.", AT_LEAST_1))
+    n_heldout: int | None = field(
+        default=None, metadata=doc("Held-out-cell examples sampled; null = all.", AT_LEAST_1)
+    )
+    persona_in_prompt: bool = field(
+        default=True,
+        metadata=doc(
+            "Put the profile sentence in the system prompt of trained methods (the paper's default)."
+        ),
+    )
+    max_length: int = field(
+        default=256,
+        metadata=doc(
+            "Tokens per example; a longer example is an error, never silently truncated.", AT_LEAST_1
+        ),
+    )
+
+    def _check(self) -> None:
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ConfigError(
+                f"data.valid_fraction={self.valid_fraction} + data.test_fraction={self.test_fraction}: "
+                "must be below 1 to leave respondents to train on"
+            )
+        if self.score_split == "valid" and self.valid_fraction == 0:
+            raise ConfigError("data.score_split='valid' needs data.valid_fraction > 0")
+        for name, values in self.heldout_cells.items():
+            if not values:
+                raise ConfigError(f"data.heldout_cells.{name}={values!r}: must be a non-empty list of values")
 
 
-@dataclass
-class TrainConfig:
+@dataclass(frozen=True)
+class TrainConfig(Checked):
     """Optimisation settings shared by every trainable method."""
 
-    epochs: float = 1.0
-    max_steps: int | None = None  # caps optimizer steps; None = from epochs
-    batch_size: int = 16  # per device, per micro-step
-    grad_accum: int = 1
-    lr: float = 2e-4  # experts (and every parameter without its own rate)
-    router_lr: float | None = None  # None = lr
-    projection_lr: float | None = None  # None = lr
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # any transformers scheduler name: constant, linear, cosine, ...
-    warmup_ratio: float = 0.0  # of the real number of optimizer steps
-    max_grad_norm: float = 1.0
-    precision: str = "bf16"  # "bf16" (autocast) or "fp32"
-    seed: int = 42
-    save_every: int | None = None  # optimizer steps between checkpoints; the final one is always saved
-    keep_checkpoints: int | None = 2  # newest checkpoints kept in output_dir/checkpoints; None = all
-    log_every: int = 10
-    routing_stats_every: int = 50  # steps between expert-load / router-entropy logs
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    prefix: ClassVar[str] = "train."
+
+    epochs: float = field(
+        default=1.0, metadata=doc("Passes over the training examples (may be fractional).", POSITIVE)
+    )
+    max_steps: int | None = field(
+        default=None, metadata=doc("Cap on optimizer steps; null = from epochs.", AT_LEAST_1)
+    )
+    batch_size: int = field(default=16, metadata=doc("Examples per device and micro-step.", AT_LEAST_1))
+    grad_accum: int = field(default=1, metadata=doc("Micro-steps per optimizer step.", AT_LEAST_1))
+    lr: float = field(
+        default=2e-4,
+        metadata=doc("Learning rate of the experts and of every parameter without its own.", POSITIVE),
+    )
+    router_lr: float | None = field(
+        default=None, metadata=doc("Learning rate of the routers; null = lr.", POSITIVE)
+    )
+    projection_lr: float | None = field(
+        default=None, metadata=doc("Learning rate of the demographic projection; null = lr.", POSITIVE)
+    )
+    weight_decay: float = field(
+        default=0.0, metadata=doc("AdamW weight decay of matrices (never biases or norms).", NON_NEGATIVE)
+    )
+    schedule: Schedule = field(
+        default="constant", metadata=doc("Learning-rate schedule (a transformers SchedulerType).")
+    )
+    warmup_ratio: float = field(
+        default=0.0, metadata=doc("Warm-up share of the real number of optimizer steps.", FRACTION)
+    )
+    max_grad_norm: float = field(
+        default=1.0, metadata=doc("Gradient-norm clipping; 0 disables it.", NON_NEGATIVE)
+    )
+    precision: Precision = field(default="bf16", metadata=doc("Compute precision: bf16 autocast, or fp32."))
+    seed: int = field(
+        default=42,
+        metadata=doc(
+            "Seed of adapter initialisation, data order and dropout (cuma compare runs each of seeds).", SEED
+        ),
+    )
+    save_every: int | None = field(
+        default=None,
+        metadata=doc(
+            "Optimizer steps between checkpoints; null = only the final one (always saved).", AT_LEAST_1
+        ),
+    )
+    keep_checkpoints: int | None = field(
+        default=2,
+        metadata=doc("Newest checkpoints kept in the run's checkpoints folder; null = all.", AT_LEAST_1),
+    )
+    log_every: int = field(default=10, metadata=doc("Optimizer steps between loss logs.", AT_LEAST_1))
+    routing_stats_every: int = field(
+        default=50, metadata=doc("Optimizer steps between expert-load and router-entropy logs.", AT_LEAST_1)
+    )
+    report_to: list[str] = field(
+        default_factory=lambda: ["tensorboard"],
+        metadata=doc("accelerate trackers to log to; [] or [none] logs nowhere."),
+    )
+
+    def _check(self) -> None:
+        if self.warmup_ratio > 0 and self.schedule in NO_WARMUP_SCHEDULES:
+            raise ConfigError(
+                f"train.schedule={self.schedule!r} ignores warm-up but "
+                f"train.warmup_ratio={self.warmup_ratio}; use constant_with_warmup or set warmup_ratio=0"
+            )
 
 
-@dataclass
-class EvalConfig:
+@dataclass(frozen=True)
+class EvalConfig(Checked):
     """Scoring and metrics."""
 
-    batch_size: int = 32
-    padding_side: str = "left"  # "left" or "right"; scoring gives the same numbers either way
-    precision: str = "fp32"  # "fp32", or "bf16" autocast (faster on CPUs and GPUs with bf16 units)
-    routing_tokens: str = "answer"  # routing topology from the "answer" position or the whole "prompt"
-    few_shot: int = 3  # examples for the few-shot prompting baseline
-    group_fields: list[str] | None = None  # None = every profile field of the dataset
-    main_group: str | None = None  # for macro accuracy; None = the dataset's first profile field
-    # Fields whose value combination is the cell-majority baseline's cell; None = every group field
-    # (with many fields nearly every unseen respondent's cell is empty and falls back to the population).
-    cell_fields: list[str] | None = None
+    prefix: ClassVar[str] = "eval."
+
+    batch_size: int = field(default=32, metadata=doc("Prompts per scoring batch.", AT_LEAST_1))
+    padding_side: Literal["left", "right"] = field(
+        default="left", metadata=doc("Padding side of scoring batches; both give the same numbers.")
+    )
+    precision: Precision = field(
+        default="fp32", metadata=doc("Scoring precision: fp32, or bf16 autocast (faster with bf16 units).")
+    )
+    routing_tokens: Literal["answer", "prompt"] = field(
+        default="answer",
+        metadata=doc("Routing topology from the answer position, or averaged over the whole prompt."),
+    )
+    few_shot: int = field(
+        default=3, metadata=doc("Answered examples in the few-shot prompting baseline's prompt.", AT_LEAST_1)
+    )
+    group_fields: list[str] | None = field(
+        default=None,
+        metadata=doc(
+            "Profile fields of the group metrics; null = every profile field of the dataset.", NON_EMPTY
+        ),
+    )
+    main_group: str | None = field(
+        default=None,
+        metadata=doc(
+            "Profile field of macro accuracy and the group figure; null = the first group field.", NON_EMPTY
+        ),
+    )
+    cell_fields: list[str] | None = field(
+        default=None,
+        metadata=doc(
+            "Fields whose value combination is the cell-majority baseline's cell; null = every group "
+            "field (with many fields nearly every unseen respondent's cell is empty and falls back to the "
+            "population).",
+            NON_EMPTY,
+        ),
+    )
 
 
-@dataclass
-class ExperimentConfig:
+@dataclass(frozen=True)
+class PrefixConfig(Checked):
+    """Prefix-tuning settings (PEFT ``PrefixTuningConfig``), set as ``adapter_overrides.prefix.<field>``."""
+
+    prefix: ClassVar[str] = "adapter_overrides.prefix."
+
+    num_virtual_tokens: int = field(
+        default=32,
+        metadata=doc(
+            "Virtual tokens prepended to every layer's keys and values (the reference used 32).", AT_LEAST_1
+        ),
+    )
+    prefix_projection: bool = field(
+        default=False, metadata=doc("Reparametrise the prefix through an MLP, as PEFT can.")
+    )
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(Checked):
     """One experiment: a dataset, a base model and the methods compared on it."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    methods: list[str] = field(default_factory=lambda: ["base", "persona", "lora", "cuma", "logistic"])
-    # Per-method overrides of the adapter config, e.g. {"cuma": {"rank": 64, "alpha": 128}}.
-    adapter_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=lambda: [42])
-    output_dir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig, metadata=doc("Base model and encoder."))
+    data: DataConfig = field(default_factory=DataConfig, metadata=doc("Survey, split and sampling."))
+    train: TrainConfig = field(default_factory=TrainConfig, metadata=doc("Optimisation."))
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata=doc("Scoring and metrics."))
+    methods: list[str] = field(
+        default_factory=lambda: ["base", "persona", "lora", "cuma", "logistic"],
+        metadata=doc(
+            "Methods compared (cuma.methods.METHODS); the non-LLM references always run too.", NON_EMPTY
+        ),
+    )
+    adapter_overrides: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata=doc(
+            "Per-method settings, method -> field -> value: CuMAConfig fields (cuma.adapter) for adapter "
+            "methods, PrefixConfig fields for prefix, e.g. {cuma: {rank: 64, alpha: 128}}."
+        ),
+    )
+    seeds: list[int] = field(
+        default_factory=lambda: [42],
+        metadata=doc("Training seeds; every trained method runs once per seed.", NON_EMPTY),
+    )
+    output_dir: str = field(
+        default="runs/default",
+        metadata=doc("Report directory (training runs go to <output_dir>/train).", NON_EMPTY),
+    )
+
+    def _check(self) -> None:
+        for seed in self.seeds:
+            if not SEED.test(seed):
+                raise ConfigError(f"seeds={self.seeds!r}: each seed must be {SEED.rule}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds={self.seeds!r}: must not repeat a seed")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        raw = yaml.safe_load(path.read_text()) or {}
+        """The config file at ``path`` with ``overrides`` on top; errors name the file or the overrides."""
+        raw = read_yaml(path, "config file")
+        if raw is None:
+            raw = {}
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+            raise ConfigError(f"expected a mapping of config fields, got {type(raw).__name__}", str(path))
         return cls.from_dict(raw, source=str(path)).with_overrides(overrides or [])
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
-        return _build(cls, raw, source)
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "<dict>") -> ExperimentConfig:
+        """Build from a nested mapping (what `to_dict` returns); unknown fields are errors."""
+        try:
+            return _build(raw)
+        except ConfigError as err:
+            raise err.at(source) from None
 
     def with_overrides(self, overrides: list[str]) -> ExperimentConfig:
+        """A copy with each ``section.field=value`` applied, in order; values are YAML."""
         raw = self.to_dict()
         for item in overrides:
-            key, sep, value = item.partition("=")
+            key, sep, text = item.partition("=")
             if not sep or not key:
-                raise ValueError(f"override {item!r} is not of the form section.field=value")
+                raise ConfigError(f"override {item!r} is not of the form section.field=value", OVERRIDES)
             *parents, leaf = key.split(".")
+            if not parents and leaf in _SECTIONS:
+                raise ConfigError(
+                    f"override {item!r} would replace every {leaf} field; set them as {leaf}.field=value",
+                    OVERRIDES,
+                )
             node = raw
             for part in parents:
                 # A new key becomes an entry of a mapping field, or an unknown field that _build names.
                 node = node.setdefault(part, {})
                 if not isinstance(node, dict):
-                    raise ValueError(f"override {item!r}: {part!r} is not a config section")
-            node[leaf] = yaml.safe_load(value)
-        return _build(type(self), raw, "command-line overrides")
+                    raise ConfigError(f"override {item!r}: {part!r} is not a config section", OVERRIDES)
+            try:
+                node[leaf] = parse_yaml(text)
+            except yaml.YAMLError as err:
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                raise ConfigError(f"override {item!r}: not a YAML value ({problem})", OVERRIDES) from None
+        return self.from_dict(raw, source=OVERRIDES)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, raw: dict[str, Any], source: str, prefix: str = "") -> Any:
-    """Build a dataclass from a mapping, rejecting unknown keys by their dotted name."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        names = ", ".join(prefix + k for k in unknown)
-        raise ValueError(f"{source}: unknown config field(s) {names}; known: {', '.join(sorted(known))}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in raw.items():
-        value = coerce_number(value, hints[name], f"{source}: {prefix}{name}")
-        sub = _SECTIONS.get(name) if cls is ExperimentConfig else None
-        if sub is not None:
-            if not isinstance(value, dict):
-                raise ValueError(f"{source}: {prefix}{name} must be a mapping, got {value!r}")
-            value = _build(sub, value, source, prefix=f"{prefix}{name}.")
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-_KIND_NAMES = {int: "an integer", float: "a float"}
-
-
-def coerce_number(value: Any, hint: Any, where: str) -> Any:
-    """YAML 1.1 reads ``1e-4`` as a string; numbers are converted by the field's declared type."""
-    if not isinstance(value, str):
-        return value
-    allowed = typing.get_args(hint) or (hint,)
-    for kind in (int, float):
-        if kind in allowed and str not in allowed:
-            try:
-                return kind(value)
-            except ValueError:
-                raise ValueError(f"{where} must be {_KIND_NAMES[kind]}, got {value!r}") from None
-    return value
-
-
-_SECTIONS: dict[str, type] = {
+_SECTIONS: dict[str, type[Checked]] = {
     "model": ModelConfig,
     "data": DataConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
 }
+
+
+def config_help() -> str:
+    """Every ``section.field`` with its type, default, range and documentation, for ``--help``."""
+    lines = [
+        "config fields (in the YAML file, or as section.field=value after the options):",
+        *field_docs(ExperimentConfig),
+        *field_docs(PrefixConfig, PrefixConfig.prefix),
+    ]
+    return "\n".join(lines)
+
+
+def _build(raw: Mapping[str, Any]) -> ExperimentConfig:
+    _refuse_unknown(ExperimentConfig, raw, "")
+    values = dict(raw)
+    for name, section in _SECTIONS.items():
+        if name not in values:
+            continue
+        if not isinstance(values[name], dict):
+            raise ConfigError(f"{name}={values[name]!r}: expected a mapping of {name}.* fields")
+        _refuse_unknown(section, values[name], section.prefix)
+        values[name] = section(**values[name])
+    return ExperimentConfig(**values)
+
+
+def _refuse_unknown(cls: type, raw: Mapping[str, Any], prefix: str) -> None:
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        names = ", ".join(prefix + str(k) for k in unknown)
+        raise ConfigError(f"unknown config field(s) {names}; known: {', '.join(known)}")

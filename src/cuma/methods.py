@@ -34,8 +34,8 @@ What each method sees (the paper's ablations hinge on it):
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import typing
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,7 +47,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.utils import ModelOutput
 
-from cuma.config import ExperimentConfig, coerce_number
+from cuma.config import ExperimentConfig, PrefixConfig
+from cuma.errors import ConfigError
+from cuma.fieldcheck import check_mapping
 
 if TYPE_CHECKING:
     from cuma.adapter.report import ParameterReport
@@ -103,9 +105,6 @@ _SPECS = [
 ]
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
 
-# PEFT PrefixTuningConfig fields a config may override for "prefix" (the reference used 32, no projection).
-PREFIX_DEFAULTS: dict[str, Any] = {"num_virtual_tokens": 32, "prefix_projection": False}
-
 
 def get_method(name: str) -> MethodSpec:
     if name not in METHODS:
@@ -127,10 +126,10 @@ def check_methods(names: Iterable[str], config: ExperimentConfig | None = None) 
 
 
 def method_overrides(spec: MethodSpec, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``adapter_overrides.<method>`` checked against the fields the method has, numbers typed by field.
+    """``adapter_overrides.<method>`` checked against the method's config class, each value by its type.
 
-    YAML 1.1 reads ``1e-4`` as a string, and the mapping is free-form in ``ExperimentConfig``, so the
-    field types come from here: `CuMAConfig` for adapters, `PREFIX_DEFAULTS` for prefix tuning.
+    The mapping is free-form in ``ExperimentConfig``; here its fields are those of `CuMAConfig` for
+    adapters and `PrefixConfig` for prefix tuning, typed by their declarations.
     """
     where = f"adapter_overrides.{spec.name}"
     if not overrides:
@@ -138,15 +137,12 @@ def method_overrides(spec: MethodSpec, overrides: dict[str, Any]) -> dict[str, A
     if spec.kind == "adapter":
         from cuma.adapter import CuMAConfig
 
-        types = typing.get_type_hints(CuMAConfig)
+        settings: type = CuMAConfig
     elif spec.kind == "prefix":
-        types = {key: type(value) for key, value in PREFIX_DEFAULTS.items()}
+        settings = PrefixConfig
     else:
-        raise ValueError(f"{where}: method {spec.name!r} ({spec.kind}) has no adapter to configure")
-    unknown = sorted(set(overrides) - set(types))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(types)}")
-    return {key: coerce_number(value, types[key], f"{where}.{key}") for key, value in overrides.items()}
+        raise ConfigError(f"{where}: method {spec.name!r} ({spec.kind}) has no adapter to configure")
+    return check_mapping(settings, overrides, f"{where}.")
 
 
 def persona_in_prompt(name: str, config: ExperimentConfig) -> bool:
@@ -351,7 +347,7 @@ def build_method(
 
             model = get_cuma_model(base_model, adapter_config)
         elif spec.kind == "prefix":
-            settings = {**PREFIX_DEFAULTS, **overrides}
+            settings = dataclasses.asdict(PrefixConfig(**overrides))
             from peft import PrefixTuningConfig, TaskType, get_peft_model
 
             model = get_peft_model(base_model, PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, **settings))

@@ -29,6 +29,7 @@ from cuma.methods import PreparedModel, build_method
 from cuma.metrics import summarize
 from cuma.processes import process_state
 from cuma.reference_baselines import REFERENCE_BASELINES, BaselineConfig
+from cuma.train.layout import train_dir
 from cuma.train.trainer import train
 
 logger = logging.getLogger("cuma.compare")
@@ -186,11 +187,6 @@ class MethodRunner:
             "metrics": metrics,
         }
         return MethodResult(run, predictions)
-
-
-def train_dir(train_root: Path, name: str, seed: int) -> Path:
-    """Where method ``name`` trained with ``seed`` keeps its checkpoints."""
-    return train_root / f"{name}-seed{seed}"
 
 
 def parameter_count(prepared: PreparedModel) -> tuple[int, float]:

@@ -33,7 +33,6 @@ from cuma.atomic import atomic_path
 from cuma.compare.environment import machine, versions
 from cuma.compare.figures import make_figures
 from cuma.compare.methods_run import MethodRunner, Stopwatch
-from cuma.compare.preflight import check_fields, check_fresh, check_letters, check_resume, check_settings
 from cuma.compare.report import write_report
 from cuma.compare.report_dir import claim_report_dir
 from cuma.compare.tables import write_tables
@@ -44,6 +43,7 @@ from cuma.encoder import make_encoder
 from cuma.evaluation.topology import RoutingTrace
 from cuma.lock import OutputLock
 from cuma.models import load_base_model
+from cuma.preflight import check_fields, check_fresh, check_letters, check_resume, check_settings
 from cuma.processes import process_state
 from cuma.reference_baselines import REFERENCE_BASELINES
 

@@ -98,21 +98,11 @@ def heldout_cells(config: DataConfig) -> list[dict[str, str]]:
     if not config.heldout_cells:
         return []
     fields = list(config.heldout_cells)
-    for name, values in config.heldout_cells.items():
-        if not isinstance(values, list) or not values:
-            raise ValueError(f"data.heldout_cells.{name} must be a non-empty list of values, got {values!r}")
     combos = itertools.product(*(config.heldout_cells[name] for name in fields))
     return [dict(zip(fields, (str(v) for v in combo), strict=True)) for combo in combos]
 
 
-SCORE_SPLITS = ("test", "valid")
-
-
 def prepare_data(config: DataConfig) -> ComparisonData:
-    if config.score_split not in SCORE_SPLITS:
-        raise ValueError(f"data.score_split must be one of {SCORE_SPLITS}, got {config.score_split!r}")
-    if config.score_split == "valid" and config.valid_fraction <= 0:
-        raise ValueError("data.score_split=valid needs data.valid_fraction > 0")
     survey = load_survey(config.dataset)
     with_persona = build_examples(survey, persona=True)
     cells = heldout_cells(config)
@@ -124,11 +114,6 @@ def prepare_data(config: DataConfig) -> ComparisonData:
     else:
         pool, heldout = with_persona, []
     train_fraction = 1.0 - config.valid_fraction - config.test_fraction
-    if train_fraction <= 0:
-        raise ValueError(
-            f"data.valid_fraction={config.valid_fraction} + data.test_fraction={config.test_fraction} "
-            "leave nothing to train on"
-        )
     split = random_split(
         pool,
         fractions=(train_fraction, config.valid_fraction, config.test_fraction),

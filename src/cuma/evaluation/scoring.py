@@ -28,9 +28,6 @@ from cuma.data.render import letter_token_ids, render_prompt
 from cuma.evaluation.topology import RoutingCollector
 from cuma.metrics import make_predictions
 
-PADDING_SIDES = ("left", "right")
-PRECISIONS = ("fp32", "bf16")
-
 
 def score_examples(
     model: nn.Module,
@@ -121,12 +118,6 @@ def score(
         )
     if demographic_embeds is not None and demographic_embeds.shape[0] != n:
         raise ValueError(f"demographic_embeds has {demographic_embeds.shape[0]} rows for {n} prompts")
-    if padding_side not in PADDING_SIDES:
-        raise ValueError(f"eval padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"eval precision must be one of {PRECISIONS}, got {precision!r}")
-    if batch_size < 1:
-        raise ValueError(f"eval batch_size must be >= 1, got {batch_size}")
     for row, ids in enumerate(prompts):
         if len(ids) == 0:
             raise ValueError(f"prompt of row {row} is empty")

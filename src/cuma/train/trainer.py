@@ -85,7 +85,6 @@ def train(
     ``resume`` continues from the newest checkpoint there (or starts fresh when there is none).
     ``on_step(global_step, logs)`` runs after each optimizer step and its checkpoint, if any.
     """
-    validate(config)
     if not prepared.trainable:
         raise ValueError(f"method {prepared.name!r} has nothing to train")
     output_dir = Path(output_dir)
@@ -132,25 +131,6 @@ def train(
         for tracker in accelerator.trackers:
             tracker.finish()
     return TrainResult(output_dir, last, loop.global_step, plan, loop.history)
-
-
-def validate(config: TrainConfig) -> None:
-    """Reject settings that would make a run silently wrong, naming the field and value."""
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"train.precision={config.precision!r}: expected one of {sorted(PRECISIONS)}")
-    for name in ("batch_size", "grad_accum", "log_every", "routing_stats_every"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"train.{name}={getattr(config, name)!r}: must be at least 1")
-    for name in ("save_every", "max_steps", "keep_checkpoints"):
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            raise ValueError(f"train.{name}={value!r}: must be at least 1 or null")
-    if config.epochs <= 0:
-        raise ValueError(f"train.epochs={config.epochs!r}: must be positive")
-    if not 0.0 <= config.warmup_ratio < 1.0:
-        raise ValueError(f"train.warmup_ratio={config.warmup_ratio!r}: must be in [0, 1)")
-    if config.max_grad_norm < 0:
-        raise ValueError(f"train.max_grad_norm={config.max_grad_norm!r}: must be >= 0 (0 disables clipping)")
 
 
 class _Loop:
