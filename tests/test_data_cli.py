@@ -34,8 +34,10 @@ def test_show_spec_file_and_chat_data(capsys):
     main(["data", "show", "prism", "--path", str(FIXTURES / "prism")])
     out = capsys.readouterr().out
     assert "25 SFT rows" in out and "[system] User Profile: Country:" in out
-    with pytest.raises(SystemExit, match="no such profile field"):
+    with pytest.raises(SystemExit) as done:
         main(["data", "show", "gss-spending-2018", "--by", "planet"])
+    assert done.value.code == 2
+    assert "cuma: error: --by 'planet': no such profile field" in capsys.readouterr().err
 
 
 def test_export_jsonl_and_hf(tmp_path):

@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cuma.config import config_help
+from cuma.train.cli import load_config
+
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "compare-default.yaml"
 
 
@@ -26,21 +29,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue training from checkpoints left in output_dir"
     )
     parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
+    parser.epilog = config_help()
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> None:
+    config = load_config(args.config or DEFAULT_CONFIG, args.overrides, quick=args.quick)
+    # The comparison's modules load torch and friends (seconds): only once the config is known good.
     from cuma.compare.report import markdown_table
     from cuma.compare.run import run_comparison
-    from cuma.config import ExperimentConfig
     from cuma.processes import log_from_main_process
-    from cuma.quick import quick_config
 
     main_process = log_from_main_process()
-    config = ExperimentConfig.from_yaml(args.config or DEFAULT_CONFIG)
-    if args.quick:
-        config = quick_config(config)
-    config = config.with_overrides(args.overrides)
     out = run_comparison(config, quick=args.quick, resume=args.resume)
     if main_process:
         print("\n".join(markdown_table(out / "results.json")))

@@ -12,6 +12,7 @@ from cuma.data.distribution import human_distribution
 from cuma.data.examples import SurveyExample, build_examples
 from cuma.data.registry import datasets, load
 from cuma.data.survey import Survey
+from cuma.errors import CumaError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +68,7 @@ def _print_shares(examples: list[SurveyExample], by: str | None, n_questions: in
     fields = [by] if by else []
     if by and not any(by in ex.profile for ex in examples):
         known = sorted({f for ex in examples for f in ex.profile})
-        raise SystemExit(f"--by {by!r}: no such profile field; fields: {known}")
+        raise CumaError(f"--by {by!r}: no such profile field; fields: {known}")
     dist = human_distribution(examples, by=fields)
     for qid in list(dict.fromkeys(ex.question_id for ex in examples))[:n_questions]:
         table = dist[dist.question_id == qid].pivot_table(
@@ -129,7 +130,7 @@ def run_export(args: argparse.Namespace) -> None:
     data = load(args.name, args.path, persona=args.persona)
     if isinstance(data, Survey):
         if args.split not in (None, "respondent"):
-            raise SystemExit(f"--split {args.split}: surveys split by respondent")
+            raise CumaError(f"--split {args.split}: surveys split by respondent")
         examples = build_examples(data, persona=bool(args.persona))
         if args.split:
             split = random_split(examples, seed=args.seed)
@@ -138,7 +139,7 @@ def run_export(args: argparse.Namespace) -> None:
             parts = {"examples": examples}
     else:
         if args.split == "respondent":
-            raise SystemExit("--split respondent: chat data splits by conversation or annotator")
+            raise CumaError("--split respondent: chat data splits by conversation or annotator")
         if args.split:
             splits = data.split(args.split, seed=args.seed)
             parts = {

@@ -17,7 +17,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cuma.config import ExperimentConfig
+from cuma.config import ExperimentConfig, config_help
+from cuma.errors import CumaError
 
 if TYPE_CHECKING:
     from cuma.train.trainer import TrainResult
@@ -39,15 +40,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the same run on a tiny random model and a small sample (seconds)",
     )
     parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
+    parser.epilog = config_help()
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> None:
+    method, overrides = split_method(args.method, args.overrides)
+    config = load_config(args.config, overrides, quick=args.quick)
     from cuma.processes import log_from_main_process
 
     main_process = log_from_main_process()
-    method, overrides = split_method(args.method, args.overrides)
-    config = load_config(args.config, overrides, quick=args.quick)
     result = train_method(config, method, resume=args.resume)
     if not main_process:
         return
@@ -61,14 +64,15 @@ def split_method(flag: str | None, overrides: list[str]) -> tuple[str, list[str]
     rest = [item for item in overrides if not item.startswith("method=")]
     candidates = ([flag] if flag else []) + named
     if len(candidates) != 1:
-        raise SystemExit(
-            f"cuma train: give the method once, as --method NAME or method=NAME (got {candidates})"
-        )
+        raise CumaError(f"give the method once, as --method NAME or method=NAME (got {candidates})")
     return candidates[0], rest
 
 
 def load_config(path: Path, overrides: list[str], quick: bool = False) -> ExperimentConfig:
-    """The YAML, then ``--quick``'s settings, then the overrides: what the user types always wins."""
+    """The YAML, then ``--quick``'s settings, then the overrides: what the user types always wins.
+
+    ``cuma compare`` loads its config with this too, before importing torch, so a bad value fails fast.
+    """
     config = ExperimentConfig.from_yaml(path)
     if quick:
         from cuma.quick import quick_config
@@ -82,14 +86,18 @@ def train_method(config: ExperimentConfig, method: str, resume: bool = False) ->
     from cuma.data.collate import SFTCollator
     from cuma.data.experiment import prepare_data
     from cuma.encoder import make_encoder
-    from cuma.methods import build_method, check_methods, get_method
+    from cuma.methods import build_method, get_method
     from cuma.models import load_base_model
-    from cuma.train.trainer import train
+    from cuma.preflight import check_no_checkpoints, check_settings
+    from cuma.train.layout import train_dir
+    from cuma.train.trainer import CHECKPOINT_DIR, train
 
-    check_methods([method], config)
+    check_settings(config, [method])
     if not get_method(method).trainable:
-        raise SystemExit(f"cuma train: method {method!r} has nothing to train; evaluate it with cuma compare")
-    out = Path(config.output_dir) / "train" / f"{method}-seed{config.train.seed}"
+        raise CumaError(f"method {method!r} has nothing to train; evaluate it with cuma compare")
+    out = train_dir(Path(config.output_dir) / "train", method, config.train.seed)
+    if not resume:
+        check_no_checkpoints(out / CHECKPOINT_DIR)
     data = prepare_data(config.data)
     base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
     encoder = make_encoder(config.model)
