@@ -1,9 +1,11 @@
 """JudgeConfig validation and build_judge."""
 
 import dataclasses
+import re
 
 import pytest
 
+from cuma.errors import ConfigError
 from cuma.judges import BothOrdersJudge, CallableJudge, HTTPJudge, JudgeConfig, LocalJudge, build_judge
 from cuma.judges.failures import check_failure_share
 from cuma.judges.verdict import Verdict
@@ -15,29 +17,32 @@ HTTP = dict(kind="http", base_url="http://127.0.0.1:9/v1", model="judge")
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"kind": "openai"}, "judge.kind must be one of http, local, callable; got 'openai'"),
-        ({"base_url": None}, "judge.base_url must be an http:// or https:// URL"),
-        ({"base_url": "127.0.0.1:8000"}, "judge.base_url must be an http:// or https:// URL"),
-        ({"base_url": "http://h/v1/chat/completions"}, "judge.base_url must be the API root"),
-        ({"model": ""}, "judge.model must be a model name"),
-        ({"timeout_s": 0}, "judge.timeout_s must be a number > 0"),
-        ({"max_retries": -1}, "judge.max_retries must be an integer >= 0; got -1"),
-        ({"max_retries": 1.5}, "judge.max_retries must be an integer"),
-        ({"backoff_s": "1"}, "judge.backoff_s must be a number >= 0"),
-        ({"max_requests": 0}, "judge.max_requests must be an integer >= 1 or null"),
-        ({"max_concurrency": True}, "judge.max_concurrency must be an integer"),
-        ({"max_failure_share": 1.5}, "judge.max_failure_share must be a share between 0 and 1"),
-        ({"both_orders": "yes"}, "judge.both_orders must be true or false"),
-        ({"template": "no-such-prompt"}, "judge.template must be a built-in prompt"),
+        ({"kind": "openai"}, "judge.kind='openai': must be one of http, local, callable"),
+        ({"base_url": None}, "judge.base_url=None: must be an http:// or https:// URL"),
+        (
+            {"base_url": "127.0.0.1:8000"},
+            "judge.base_url='127.0.0.1:8000': must be an http:// or https:// URL",
+        ),
+        ({"base_url": "http://h/v1/chat/completions"}, "must be the API root"),
+        ({"model": ""}, "judge.model='': must be a model name"),
+        ({"timeout_s": 0}, "judge.timeout_s=0: must be a number > 0"),
+        ({"max_retries": -1}, "judge.max_retries=-1: must be an integer >= 0"),
+        ({"max_retries": 1.5}, "judge.max_retries=1.5: must be an integer"),
+        ({"backoff_s": "1"}, "judge.backoff_s='1': must be a number >= 0"),
+        ({"max_requests": 0}, "judge.max_requests=0: must be an integer >= 1 or null"),
+        ({"max_concurrency": True}, "judge.max_concurrency=True: must be an integer"),
+        ({"max_failure_share": 1.5}, "judge.max_failure_share=1.5: must be a share between 0 and 1"),
+        ({"both_orders": "yes"}, "judge.both_orders='yes': must be true or false"),
+        ({"template": "no-such-prompt"}, "judge.template='no-such-prompt': must be a built-in prompt"),
     ],
 )
 def test_invalid_settings_are_errors_naming_the_field(overrides: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         JudgeConfig(**{**HTTP, **overrides})
 
 
 def test_a_key_in_place_of_the_variable_name_is_refused_without_echoing_it() -> None:
-    with pytest.raises(ValueError, match="NAME of an environment variable") as error:
+    with pytest.raises(ConfigError, match="NAME of an environment variable") as error:
         JudgeConfig(**HTTP, api_key_env="sk-live-abcdef")
     assert "sk-live-abcdef" not in str(error.value)
     assert JudgeConfig(**HTTP, api_key_env="OPENAI_API_KEY").api_key_env == "OPENAI_API_KEY"
@@ -68,7 +73,7 @@ def test_build_judge_makes_each_kind() -> None:
     [
         (JudgeConfig(kind="callable"), {}, "a judge function is given exactly when"),
         (JudgeConfig(**HTTP), {"fn": print}, "a judge function is given exactly when"),
-        (JudgeConfig(kind="local"), {}, "judge.model must name the model"),
+        (JudgeConfig(kind="local"), {}, "judge.model=None: must name the model"),
         (JudgeConfig(kind="local"), {"model": object()}, "both a model and its tokenizer"),
         (
             JudgeConfig(kind="callable"),

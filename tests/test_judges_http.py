@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cuma.errors import ConfigError
 from cuma.judges import (
     BUDGET_EXHAUSTED,
     HTTPJudge,
@@ -46,10 +47,11 @@ def test_verdicts_are_parsed_from_the_answers(server: JudgeServer) -> None:
     verdicts = judge.judge_many(items(("a fjord trip", "a city trip"), ("a city", "a fjord"), ("x", "y")))
     assert [v.choice for v in verdicts] == ["a", "b", "tie"]
     assert verdicts[0].raw == "The person would prefer [[A]]."
-    body = server.requests[0]["body"]
-    assert body["model"] == "judge-model" and body["temperature"] == 0
-    user = body["messages"][-1]["content"]
-    assert "Country: Norway, Age: 45" in user and "Religion" not in user and "Question 0?" in user
+    bodies = [request["body"] for request in server.requests]  # in any order: requests run concurrently
+    assert all(body["model"] == "judge-model" and body["temperature"] == 0 for body in bodies)
+    users = sorted(body["messages"][-1]["content"] for body in bodies)
+    assert all("Country: Norway, Age: 45\n" in user and "Religion" not in user for user in users)
+    assert [f"Question {i}?" in user for i, user in enumerate(users)] == [True] * 3
     assert judge.counts.requests == 3 and judge.counts.judged == 3 and judge.counts.failed == 0
 
 
@@ -182,7 +184,9 @@ def test_the_api_key_comes_from_the_named_variable(server: JudgeServer, monkeypa
     HTTPJudge(config(server)).judge(PROFILE, "Q?", "u", "v")
     assert [r["authorization"] for r in server.requests] == ["Bearer sk-test-123", None]
     monkeypatch.delenv("CUMA_TEST_JUDGE_KEY")
-    with pytest.raises(ValueError, match=r"CUMA_TEST_JUDGE_KEY.*not set"):
+    with pytest.raises(
+        ConfigError, match=r"api_key_env=CUMA_TEST_JUDGE_KEY: that environment variable is not set"
+    ):
         HTTPJudge(config(server, api_key_env="CUMA_TEST_JUDGE_KEY"))
 
 

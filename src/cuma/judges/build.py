@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cuma.data.profiles import ProfileTemplate
+from cuma.errors import ConfigError
 from cuma.judges.base import Judge
 from cuma.judges.both_orders import BothOrdersJudge
 from cuma.judges.callable_judge import CallableJudge, JudgeFn
@@ -54,7 +55,7 @@ def build_judge(
 
         if model is None:
             if not config.model:
-                raise ValueError("judge.model must name the model of a local judge when none is given")
+                raise ConfigError("judge.model=None: must name the model of a local judge when none is given")
             model, tokenizer = load_base_model(config.model)
         judge = LocalJudge(model, tokenizer, prompt, batch_size=config.batch_size, progress=config.progress)
     else:

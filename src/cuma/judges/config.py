@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+from cuma.errors import ConfigError
 from cuma.judges.prompt import PROMPTS
 
 KINDS = ("http", "local", "callable")
@@ -15,7 +16,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    """Settings of a judge; ``build_judge`` turns them into one. Invalid values raise ``ValueError``."""
+    """Settings of a judge; ``build_judge`` turns them into one. Invalid values raise ``ConfigError``."""
 
     kind: Literal["http", "local", "callable"] = field(
         default="http",
@@ -109,7 +110,7 @@ class JudgeConfig:
             isinstance(self.api_key_env, str) and _ENV_NAME.fullmatch(self.api_key_env)
         ):
             # The value is not echoed: it may be a key pasted in by mistake.
-            raise ValueError(
+            raise ConfigError(
                 "judge.api_key_env must be the NAME of an environment variable (letters, digits, _), "
                 "e.g. OPENAI_API_KEY, never the key itself"
             )
@@ -158,4 +159,4 @@ def _number(
 
 
 def _fail(name: str, value: object, expected: str) -> None:
-    raise ValueError(f"judge.{name} must be {expected}; got {value!r}")
+    raise ConfigError(f"judge.{name}={value!r}: must be {expected}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from cuma.errors import CumaError
 from cuma.judges.verdict import Verdict
 
 
-class JudgeFailureError(RuntimeError):
+class JudgeFailureError(CumaError, RuntimeError):
     """More judge verdicts failed than a run allows."""
 
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from cuma.errors import ConfigError
 from cuma.judges.base import Judge, map_bounded
 from cuma.judges.cache import VerdictCache, cache_key
 from cuma.judges.config import JudgeConfig
@@ -46,7 +47,7 @@ class HTTPJudge(Judge):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if config.kind != "http":
-            raise ValueError(f"HTTPJudge needs a judge config of kind 'http'; got {config.kind!r}")
+            raise ConfigError(f"judge.kind={config.kind!r}: HTTPJudge needs kind 'http'")
         super().__init__(progress=config.progress)
         self.config = config
         self.prompt = prompt or load_prompt(config.template)
@@ -154,7 +155,7 @@ def _auth_headers(api_key_env: str | None) -> dict[str, str]:
         return {}
     key = os.environ.get(api_key_env)
     if not key:
-        raise ValueError(f"judge.api_key_env is {api_key_env}, but that environment variable is not set")
+        raise ConfigError(f"judge.api_key_env={api_key_env}: that environment variable is not set")
     return {"Authorization": f"Bearer {key}"}
 
 
