@@ -3,6 +3,7 @@
     cuma serve runs/train/cuma-seed0/checkpoint-final
     cuma serve runs/adapter --base smollm2-135m-instruct --port 8080
     cuma serve --base smollm2-135m-instruct
+    cuma serve --quick          # a tiny random adapter: the server and the page in seconds
 
 Each request carries its speaker's profile in the body (``extra_body={"profile": {...}}`` with the
 official client), and concurrent requests are generated together, one profile row each.
@@ -33,6 +34,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = CLIENT_EXAMPLE
     parser.add_argument("adapter_dir", nargs="?", type=Path, help="saved adapter folder (omit with --base)")
     parser.add_argument("--base", help="base model: alias, local folder or hub id (default: the adapter's)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="serve a tiny random CuMA adapter (cuma.serve.quick) instead of a saved one",
+    )
     parser.add_argument("--name", help="model id clients send (default: the adapter folder's name or --base)")
     parser.add_argument("--host", default=defaults.host, help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=defaults.port, help="TCP port (default: %(default)s)")
@@ -79,7 +85,9 @@ def main(args: argparse.Namespace) -> None:
     from cuma.serve.engine import Engine
     from cuma.serve.server import run_server
 
-    if args.adapter_dir is None and args.base is None:
+    if args.quick and (args.adapter_dir is not None or args.base):
+        raise SystemExit("cuma serve: --quick serves its own tiny model; give no adapter folder or --base")
+    if not args.quick and args.adapter_dir is None and args.base is None:
         raise SystemExit("cuma serve: give an adapter folder, or --base MODEL to serve a bare base model")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -95,7 +103,11 @@ def main(args: argparse.Namespace) -> None:
     except ValueError as err:
         raise SystemExit(f"cuma serve: {err}") from None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.adapter_dir is not None:
+    if args.quick:
+        from cuma.serve.quick import quick_engine
+
+        engine = quick_engine(name=args.name or "cuma-quick")
+    elif args.adapter_dir is not None:
         engine = Engine.from_adapter_dir(
             args.adapter_dir, args.base, name=args.name, dtype=args.dtype, device=device
         )

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import torch
 
-from cuma.data.profiles import ProfileTemplate
+from cuma.data.profiles import Profile, ProfileTemplate
 from cuma.serve.errors import invalid
 
 
@@ -50,7 +50,7 @@ class ProfileCodec:
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def render(self, profile: Mapping[str, object] | str) -> str:
-        """The text the encoder reads; a 400 naming ``profile`` for unknown fields or an empty result."""
+        """The text the encoder reads; a 400 naming ``profile`` for unknown fields or no values at all."""
         if isinstance(profile, str):
             text = profile.strip()
         else:
@@ -61,10 +61,11 @@ class ProfileCodec:
                     param="profile",
                     code="unknown_profile_field",
                 )
-            text = self.template.render(profile)
+            has_values = any(value is not None for value in Profile(profile).values())
+            text = self.template.render(profile) if has_values else ""
         if not text.strip():
             raise invalid(
-                f"profile {profile!r} renders to an empty text; give at least one field a value",
+                f"profile {profile!r} is empty; give at least one field a value",
                 param="profile",
                 code="empty_profile",
             )
