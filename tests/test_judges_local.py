@@ -42,6 +42,23 @@ def test_a_batch_scores_each_prompt_as_it_scores_alone(judge: LocalJudge) -> Non
         assert probs(together) == pytest.approx(probs(single), abs=1e-5)
 
 
+class FullLogits(torch.nn.Module):
+    """A causal LM whose forward takes no ``logits_to_keep`` (as many wrappers): logits at every position."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.config = model, model.config
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+
+def test_a_model_without_logits_to_keep_gives_the_same_verdicts(judge: LocalJudge) -> None:
+    plain = LocalJudge(FullLogits(judge.model), judge.tokenizer, SHORT, batch_size=3)
+    for ours, theirs in zip(judge.judge_many(ITEMS), plain.judge_many(ITEMS), strict=True):
+        assert probs(ours) == pytest.approx(probs(theirs), abs=1e-5)
+
+
 def test_the_profile_reaches_the_model(judge: LocalJudge) -> None:
     item = ITEMS[0]
     other = judge.judge(*item._replace(profile={"country": "Brazil", "age": "19"}))

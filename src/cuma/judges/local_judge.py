@@ -7,6 +7,8 @@ are the verdict. Nothing is generated, so the verdict is deterministic and costs
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -61,6 +63,8 @@ class LocalJudge(Judge):
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", None)
         self.letters = tuple(VERDICT_LETTERS)
         self.letter_ids = self._letter_ids()
+        # Models that can compute logits at the last position only spare a [batch, length, vocab] tensor.
+        self._last_only = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     def _encode(self, item: JudgeItem) -> list[int]:
         text = self.tokenizer.apply_chat_template(
@@ -90,7 +94,7 @@ class LocalJudge(Judge):
     @torch.no_grad()
     def _judge_items(self, items: list[JudgeItem]) -> list[Verdict]:
         encoded = [self._encode(item) for item in items]
-        verdicts: list[Verdict | None] = [None] * len(items)
+        verdicts: dict[int, Verdict] = {}
         scored = []
         for index, ids in enumerate(encoded):
             if self.max_length is not None and len(ids) > self.max_length:
@@ -105,22 +109,31 @@ class LocalJudge(Judge):
             self._counter.add(requests=len(batch))
             for index, row, row_mass in zip(batch, probs.tolist(), mass.tolist(), strict=True):
                 verdicts[index] = self._verdict(row, row_mass)
-        return verdicts  # type: ignore[return-value]
+        return [verdicts[index] for index in range(len(items))]
 
     def _letter_probs(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """The letters' probabilities [len(rows), 3] at each row's next position, renormalised over the
-        three, and their total probability [len(rows)] before renormalising. Rows are right-padded, so
-        each row's logits are those it has alone."""
+        three, and their total probability [len(rows)] before renormalising.
+
+        Rows are left-padded, so every row's next position is the last one, and get position ids that
+        start at 0 on their first real token, so each row's logits are those it has alone.
+        """
         device = next(self.model.parameters()).device
-        lengths = torch.tensor([len(ids) for ids in rows])
+        width = max(len(ids) for ids in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
         for row, ids in enumerate(rows):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, : len(ids)] = 1
-        logits = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-        last = logits[torch.arange(len(rows)), (lengths - 1).to(device)].float()
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[row, width - len(ids) :] = 1
+        position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+        output = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            position_ids=position_ids.to(device),
+            **({"logits_to_keep": 1} if self._last_only else {}),
+        )
+        last = output.logits[:, -1].float()
         letters = last[:, self.letter_ids]
         mass = (letters.logsumexp(dim=-1) - last.logsumexp(dim=-1)).exp()
         return letters.softmax(dim=-1).cpu(), mass.cpu()
