@@ -19,7 +19,7 @@ from cuma.config import (
     TrainConfig,
 )
 from cuma.errors import ConfigError
-from cuma.methods import check_methods
+from cuma.methods import check_methods, get_method, method_overrides
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
 
@@ -165,7 +165,10 @@ def test_adapter_overrides_are_typed_by_the_method_config():
         check_methods(
             ["prefix"], ExperimentConfig(adapter_overrides={"prefix": {"prefix_projection": "yes"}})
         )
-    check_methods(["cuma"], ExperimentConfig().with_overrides(["adapter_overrides.cuma.alpha=16"]))
+    typed = method_overrides(get_method("cuma"), {"alpha": 16, "target_modules": ["q_proj", "o_proj"]})
+    assert typed == {"alpha": 16.0, "target_modules": ("q_proj", "o_proj")} and isinstance(
+        typed["alpha"], float
+    )
 
 
 @pytest.mark.parametrize("name", typing.get_args(Schedule))

@@ -59,7 +59,9 @@ class Checked:
     def __post_init__(self) -> None:
         hints = _hints(type(self))
         for f in dataclasses.fields(self):
-            value = check_value(getattr(self, f.name), hints[f.name], self.prefix + f.name, f)
+            value = check_value(
+                getattr(self, f.name), hints[f.name], self.prefix + f.name, f.metadata.get(CHECK)
+            )
             object.__setattr__(self, f.name, value)  # frozen dataclasses refuse setattr
         self._check()
 
@@ -67,27 +69,31 @@ class Checked:
         """Rules across fields; a subclass raises `ConfigError` naming them."""
 
 
-def check_value(value: Any, hint: Any, key: str, declared: dataclasses.Field | None = None) -> Any:
+def check_value(value: Any, hint: Any, key: str, check: Check | None = None) -> Any:
     """``value`` converted to ``hint`` (ints to float, lists to tuples), or a `ConfigError` naming ``key``."""
     converted = _convert(value, hint)
     if converted is _MISMATCH:
         raise ConfigError(f"{key}={value!r}: expected {describe(hint)}")
-    check = declared.metadata.get(CHECK) if declared is not None else None
     if check is not None and converted is not None and not check.test(converted):
         raise ConfigError(f"{key}={value!r}: must be {check.rule}")
     return converted
 
 
-def check_mapping(cls: type, values: Mapping[str, Any], prefix: str, names: list[str] | None = None) -> dict:
-    """``values`` for fields of dataclass ``cls`` (only ``names`` if given), each checked by its type."""
-    declared = {f.name: f for f in dataclasses.fields(cls) if names is None or f.name in names}
+def check_mapping(cls: type, values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """``values`` for fields of dataclass ``cls``, each checked by its declaration, named ``<prefix><field>``.
+
+    For free-form mappings typed by a class that is not built here (``adapter_overrides.<method>``).
+    """
+    declared = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(declared))
     if unknown:
         raise ConfigError(
             f"unknown field(s) {', '.join(prefix + k for k in unknown)}; known: {', '.join(declared)}"
         )
     hints = _hints(cls)
-    return {k: check_value(v, hints[k], prefix + k, declared[k]) for k, v in values.items()}
+    return {
+        k: check_value(v, hints[k], prefix + k, declared[k].metadata.get(CHECK)) for k, v in values.items()
+    }
 
 
 def describe(hint: Any) -> str:
