@@ -43,36 +43,38 @@ class Question:
     def scale_max(self) -> int:
         return max(self.codes)
 
-    def validate(self, source: object) -> None:
-        """Raise `DataError` naming the source and question if the options are inconsistent."""
+    def validate(self, source: object, where: str | None = None) -> None:
+        """Raise `DataError` naming the source and question if the options are inconsistent.
+
+        ``where`` (a spec's key path, e.g. ``questions.q1.options``) replaces the question's column in
+        the message when the question comes from a spec file.
+        """
+
+        def fail(message: str, value: object) -> DataError:
+            if where is not None:
+                return DataError(f"{where}: {message}", source=source, value=value)
+            return DataError(message, source=source, column=self.id, value=value)
+
         if not self.text.strip():
             raise DataError("question has no text", source=source, column=self.id)
         if len(self.codes) != len(self.labels):
-            raise DataError(
+            raise fail(
                 f"option label list does not match the codes: {len(self.labels)} labels for "
                 f"{len(self.codes)} codes",
-                source=source,
-                column=self.id,
-                value={"codes": list(self.codes), "labels": list(self.labels)},
+                {"codes": list(self.codes), "labels": list(self.labels)},
             )
         if len(set(self.codes)) != len(self.codes):
-            raise DataError("duplicate option codes", source=source, column=self.id, value=list(self.codes))
+            raise fail("duplicate option codes", list(self.codes))
         if not 2 <= len(self.codes) <= len(LETTERS):
-            raise DataError(
-                f"a question needs 2 to {len(LETTERS)} options",
-                source=source,
-                column=self.id,
-                value=list(self.codes),
-            )
+            raise fail(f"a question needs 2 to {len(LETTERS)} options", list(self.codes))
         if any(not str(label).strip() for label in self.labels):
-            raise DataError("empty option label", source=source, column=self.id, value=list(self.labels))
+            raise fail("empty option label", list(self.labels))
         steps = np.diff(self.codes)
         if self.ordinal and not (np.all(steps > 0) or np.all(steps < 0)):
-            raise DataError(
-                "ordinal question whose option codes are not monotonic in option order",
-                source=source,
-                column=self.id,
-                value=list(self.codes),
+            raise fail(
+                "ordinal question whose option codes are not monotonic in option order (set ordinal: false "
+                "if the options have no order)",
+                list(self.codes),
             )
 
 
