@@ -1,162 +1,115 @@
-"""`JudgeConfig`: which judge to use and how it behaves, validated when built."""
+"""`JudgeConfig`: which judge to use and how it behaves, checked when built (`cuma.fieldcheck`)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from cuma.errors import ConfigError
+from cuma.fieldcheck import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Check, Checked, doc
 from cuma.judges.prompt import PROMPTS
 
-KINDS = ("http", "local", "callable")
+SHARE = Check("in [0, 1]", lambda v: 0 <= v <= 1)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
-class JudgeConfig:
-    """Settings of a judge; ``build_judge`` turns them into one. Invalid values raise ``ConfigError``."""
+class JudgeConfig(Checked):
+    """Settings of a judge; ``build_judge`` turns them into one. Bad values raise ``ConfigError``."""
+
+    prefix: ClassVar[str] = "judge."
 
     kind: Literal["http", "local", "callable"] = field(
         default="http",
-        metadata={"help": "http: an OpenAI-compatible server; local: a causal LM; callable: a function."},
+        metadata=doc("http: an OpenAI-compatible server; local: a causal LM; callable: a Python function."),
     )
     base_url: str | None = field(
         default=None,
-        metadata={
-            "help": "API root of the http judge, e.g. https://api.openai.com/v1 (no /chat/completions)."
-        },
+        metadata=doc(
+            "API root of the http judge, e.g. https://api.openai.com/v1 (without /chat/completions)."
+        ),
     )
     model: str | None = field(
         default=None,
-        metadata={"help": "Model name sent to the http judge; for local, an alias, path or hub id to load."},
+        metadata=doc(
+            "Model name sent to the http judge; for a local judge, the alias, path or hub id to load."
+        ),
     )
     api_key_env: str | None = field(
         default=None,
-        metadata={
-            "help": "NAME of the environment variable holding the API key, never the key; None: no key."
-        },
+        metadata=doc("NAME of the environment variable holding the API key, never the key; null: no key."),
     )
     timeout_s: float = field(
-        default=60.0,
-        metadata={"help": "Seconds before one http request times out."},
+        default=60.0, metadata=doc("Seconds before one http request times out.", POSITIVE)
     )
     max_retries: int = field(
         default=4,
-        metadata={"help": "Repeats of a request after a 429, a 5xx, a timeout or a connection error."},
+        metadata=doc(
+            "Repeats of a request after a 429, a 5xx, a timeout or a connection error.", NON_NEGATIVE
+        ),
     )
     backoff_s: float = field(
-        default=1.0,
-        metadata={"help": "First wait before a retry; doubled on each further retry."},
+        default=1.0, metadata=doc("First wait before a retry; doubled on each further retry.", NON_NEGATIVE)
     )
     max_backoff_s: float = field(
         default=60.0,
-        metadata={"help": "Longest wait before a retry, including a server's Retry-After."},
+        metadata=doc("Longest wait before a retry, a server's Retry-After included.", NON_NEGATIVE),
     )
     max_requests: int | None = field(
         default=None,
-        metadata={"help": "Requests the http judge may send in all, retries included; then verdicts fail."},
+        metadata=doc(
+            "Requests the http judge may send in all, retries included; then verdicts fail.", AT_LEAST_1
+        ),
     )
     max_concurrency: int = field(
-        default=8,
-        metadata={"help": "Requests (or callable calls) in flight at once."},
+        default=8, metadata=doc("Requests (or callable calls) in flight at once.", AT_LEAST_1)
     )
-    max_tokens: int = field(
-        default=16,
-        metadata={"help": "Longest answer the http judge may write."},
-    )
-    batch_size: int = field(
-        default=8,
-        metadata={"help": "Prompts scored per forward pass by the local judge."},
-    )
+    max_tokens: int = field(default=16, metadata=doc("Longest answer the http judge may write.", AT_LEAST_1))
+    batch_size: int = field(default=8, metadata=doc("Prompts per forward pass of a local judge.", AT_LEAST_1))
     cache_path: str | None = field(
         default=None,
-        metadata={"help": "JSONL file of http verdicts kept across runs; None: an in-memory cache only."},
+        metadata=doc("JSONL file of http verdicts kept across runs; null: an in-memory cache only."),
     )
     both_orders: bool = field(
         default=True,
-        metadata={"help": "Judge each pair as (a, b) and (b, a); disagreeing orders count as a tie."},
+        metadata=doc("Judge each pair as (a, b) and (b, a); orders that disagree count as a tie."),
     )
     template: str = field(
         default="default",
-        metadata={"help": "Built-in judge prompt name, or a YAML file with 'system' and 'user' keys."},
+        metadata=doc("Built-in judge prompt name, or a YAML file with 'user' and optional 'system' keys."),
     )
     max_failure_share: float = field(
         default=0.1,
-        metadata={"help": "Share of failed verdicts above which a run stops (check_failure_share)."},
+        metadata=doc("Share of failed verdicts above which a run stops (check_failure_share).", SHARE),
     )
-    progress: bool = field(
-        default=False,
-        metadata={"help": "Show a progress bar over each batch of verdicts."},
-    )
+    progress: bool = field(default=False, metadata=doc("Show a progress bar over each batch of verdicts."))
 
     def __post_init__(self) -> None:
-        if self.cache_path is not None:
+        if isinstance(self.cache_path, Path):
             object.__setattr__(self, "cache_path", str(self.cache_path))
-        self._validate()
+        super().__post_init__()
 
-    def _validate(self) -> None:
-        if self.kind not in KINDS:
-            _fail("kind", self.kind, f"one of {', '.join(KINDS)}")
+    def _check(self) -> None:
         if self.kind == "http":
-            if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
-                _fail("base_url", self.base_url, "an http:// or https:// URL (required by the http judge)")
+            if self.base_url is None or not self.base_url.startswith(("http://", "https://")):
+                raise ConfigError(f"judge.base_url={self.base_url!r}: the http judge needs an http(s):// URL")
             if self.base_url.rstrip("/").endswith("/chat/completions"):
-                _fail("base_url", self.base_url, "the API root (e.g. .../v1); /chat/completions is added")
-            if not isinstance(self.model, str) or not self.model:
-                _fail("model", self.model, "a model name (required by the http judge)")
-        if self.api_key_env is not None and not (
-            isinstance(self.api_key_env, str) and _ENV_NAME.fullmatch(self.api_key_env)
-        ):
+                raise ConfigError(
+                    f"judge.base_url={self.base_url!r}: must be the API root (e.g. .../v1); "
+                    "/chat/completions is added"
+                )
+            if not self.model:
+                raise ConfigError(f"judge.model={self.model!r}: the http judge needs a model name")
+        if self.api_key_env is not None and not _ENV_NAME.fullmatch(self.api_key_env):
             # The value is not echoed: it may be a key pasted in by mistake.
             raise ConfigError(
-                "judge.api_key_env must be the NAME of an environment variable (letters, digits, _), "
+                "judge.api_key_env: must be the NAME of an environment variable (letters, digits, _), "
                 "e.g. OPENAI_API_KEY, never the key itself"
             )
-        _number(self, "timeout_s", minimum=0.0, strict=True)
-        _number(self, "max_retries", minimum=0, integer=True)
-        _number(self, "backoff_s", minimum=0.0)
-        _number(self, "max_backoff_s", minimum=0.0)
-        _number(self, "max_requests", minimum=1, integer=True, optional=True)
-        _number(self, "max_concurrency", minimum=1, integer=True)
-        _number(self, "max_tokens", minimum=1, integer=True)
-        _number(self, "batch_size", minimum=1, integer=True)
-        _number(self, "max_failure_share", minimum=0.0)
-        if self.max_failure_share > 1:
-            _fail("max_failure_share", self.max_failure_share, "a share between 0 and 1")
-        for name in ("both_orders", "progress"):
-            if not isinstance(getattr(self, name), bool):
-                _fail(name, getattr(self, name), "true or false")
-        if not isinstance(self.template, str) or (
-            self.template not in PROMPTS and not Path(self.template).is_file()
-        ):
-            builtin = ", ".join(PROMPTS)
-            _fail("template", self.template, f"a built-in prompt ({builtin}) or an existing YAML file")
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        """Field name -> its documentation, for command-line help and generated docs."""
-        return {f.name: f.metadata["help"] for f in fields(cls)}
-
-
-def _number(
-    config: JudgeConfig,
-    name: str,
-    minimum: float,
-    integer: bool = False,
-    optional: bool = False,
-    strict: bool = False,
-) -> None:
-    value = getattr(config, name)
-    if value is None and optional:
-        return
-    kinds = (int,) if integer else (int, float)
-    is_number = isinstance(value, kinds) and not isinstance(value, bool)
-    if not is_number or value < minimum or (strict and value == minimum):
-        expected = f"{'an integer' if integer else 'a number'} {'>' if strict else '>='} {minimum}"
-        _fail(name, value, expected + (" or null" if optional else ""))
-
-
-def _fail(name: str, value: object, expected: str) -> None:
-    raise ConfigError(f"judge.{name}={value!r}: must be {expected}")
+        if self.template not in PROMPTS and not Path(self.template).is_file():
+            raise ConfigError(
+                f"judge.template={self.template!r}: must be a built-in prompt ({', '.join(PROMPTS)}) "
+                "or an existing YAML file"
+            )
