@@ -55,7 +55,9 @@ def build_judge(
 
         if model is None:
             if not config.model:
-                raise ConfigError("judge.model=None: must name the model of a local judge when none is given")
+                raise ConfigError(
+                    f"judge.model={config.model!r}: must name the model of a local judge when none is given"
+                )
             model, tokenizer = load_base_model(config.model)
         judge = LocalJudge(model, tokenizer, prompt, batch_size=config.batch_size, progress=config.progress)
     else:
