@@ -20,12 +20,14 @@ PAGE_HTML = r"""<!doctype html>
   .sub { color: #5b6472; margin: 0 0 1em; }
   textarea, input { font: inherit; box-sizing: border-box; width: 100%; padding: .4em .5em;
                     border: 1px solid #c8ced8; border-radius: 6px; background: #fff; }
-  #question { min-height: 8.5em; }
+  #question { min-height: 10em; }
   .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(230px, 1fr)); gap: .8em;
           margin: .8em 0; }
   .card { background: #fff; border: 1px solid #dde2ea; border-radius: 8px; padding: .8em; }
   .card h2 { font-size: 1em; margin: 0 0 .5em; display: flex; justify-content: space-between; }
-  .card label { display: block; font-size: .85em; color: #5b6472; margin-top: .35em; }
+  .fields { display: grid; grid-template-columns: 1fr 1fr; gap: .1em .6em; }
+  .card label { display: block; font-size: .85em; color: #5b6472; margin-top: .25em; }
+  .card input { padding: .25em .4em; }
   .row { display: flex; gap: .6em; align-items: center; flex-wrap: wrap; }
   button { font: inherit; padding: .45em 1em; border-radius: 6px; border: 1px solid #2f5fd0;
            background: #2f5fd0; color: #fff; cursor: pointer; }
@@ -133,14 +135,16 @@ function addProfile() {
   title.appendChild(remove);
   card.appendChild(title);
   if (info.fields.length) {
+    const fields = element("div", "fields");
     for (const field of info.fields) {
       const label = element("label", "", field.replace(/_/g, " "));
       const input = element("input");
       input.dataset.field = field;
       input.placeholder = field.replace(/_/g, " ");
       label.appendChild(input);
-      card.appendChild(label);
+      fields.appendChild(label);
     }
+    card.appendChild(fields);
   } else {
     const label = element("label", "", "profile, as a sentence or “Field: value, …”");
     const text = element("textarea");
