@@ -34,14 +34,13 @@ from cuma.compare.environment import machine, versions
 from cuma.compare.figures import make_figures
 from cuma.compare.methods_run import MethodRunner, Stopwatch
 from cuma.compare.report import write_report
-from cuma.compare.report_dir import claim_report_dir
+from cuma.compare.report_dir import locked_report_dir
 from cuma.compare.tables import write_tables
 from cuma.config import ExperimentConfig
 from cuma.data.experiment import SPLITS, ComparisonData, prepare_data
 from cuma.data.render import render_prompt
 from cuma.encoder import make_encoder
 from cuma.evaluation.topology import RoutingTrace
-from cuma.lock import OutputLock
 from cuma.models import load_base_model
 from cuma.preflight import check_fields, check_fresh, check_letters, check_resume, check_settings
 from cuma.processes import process_state
@@ -59,18 +58,14 @@ def run_comparison(
     temporary directory that is deleted afterwards. Otherwise they stay in ``<output_dir>/train``, and
     ``resume`` continues from them; without it, leftover checkpoints are an error before any work, so a
     changed config never silently reuses old weights. Every setting is checked before any model work
-    (`cuma.compare.preflight`). The report directory is locked for the run (`cuma.lock.OutputLock`), and
-    one holding a previous report is refused unless ``resume`` or ``overwrite`` (which moves the old
-    report aside first, `cuma.compare.report_dir`).
+    (`cuma.compare.preflight`). The report directory is locked for the run, and one holding a previous
+    report is refused unless ``resume`` or ``overwrite`` (which moves the old report aside first), see
+    `cuma.compare.report_dir`.
     """
     methods = list(dict.fromkeys([*config.methods, *REFERENCE_BASELINES]))
     check_settings(config, methods)
     out = Path(config.output_dir)
-    state = process_state()
-    with OutputLock(out, main_process=state.is_main_process):
-        if state.is_main_process:
-            claim_report_dir(out, resume=resume, overwrite=overwrite)
-        state.wait_for_everyone()
+    with locked_report_dir(out, resume=resume, overwrite=overwrite):
         if quick:
             with _shared_temporary_dir("cuma-quick-train-") as train_root:
                 return _compare(config, methods, train_root, quick, resume)
