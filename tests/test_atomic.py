@@ -175,3 +175,10 @@ def test_export_that_fails_midway_keeps_the_previous_export(tmp_path, monkeypatc
         export_examples({"train": [Example("q1"), Example("q2")]}, out, "jsonl")
     assert (out / "train.jsonl").read_text() == '{"old": 1}\n'
     assert [p.name for p in out.iterdir()] == ["train.jsonl"]
+
+
+def test_hf_export_refuses_a_folder_holding_other_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"holds other files; the hf format replaces the whole folder"):
+        export_examples({"train": [Example("q1")]}, tmp_path, "hf")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

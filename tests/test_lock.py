@@ -85,6 +85,30 @@ def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path):
         pass
 
 
+def test_a_holder_killed_with_sigkill_leaves_a_stale_lock_that_is_reported(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline() == "locked\n"
+    holder.kill()
+    holder.communicate(timeout=120)
+    stale = (
+        rf"stale lock from a run that is no longer running \(pid {holder.pid} .*remove {tmp_path / LOCK_FILE}"
+    )
+    with pytest.raises(StaleLockError, match=stale), OutputLock(tmp_path):
+        pass
+    assert (tmp_path / LOCK_FILE).exists()  # reported, not broken
+
+
+def test_an_output_directory_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "out").write_text("x")
+    with (
+        pytest.raises(NotADirectoryError, match=r"output directory .*out is a file"),
+        OutputLock(tmp_path / "out"),
+    ):
+        pass
+
+
 def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()

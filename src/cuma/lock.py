@@ -51,6 +51,8 @@ class OutputLock:
     def __enter__(self) -> OutputLock:
         if not self.main_process:
             return self
+        if self.directory.exists() and not self.directory.is_dir():
+            raise NotADirectoryError(f"output directory {self.directory} is a file")
         self._created_directory = not self.directory.exists()
         self.directory.mkdir(parents=True, exist_ok=True)
         holder = {

@@ -363,7 +363,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         sep = "\t" if suffix == ".tsv" else ","
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"cannot read the table: {err}", source=path) from None
+        raise DataError(f"cannot read the table: {str(err).strip()}", source=path) from None
 
 
 def load_survey_table(
