@@ -24,7 +24,8 @@ a format string with an unknown placeholder. Each error names the spec file and 
 
 Values mean what the spec says, not what a CSV reader guesses:
 
-- CSV and TSV cells are read as text, and only an empty (or blank) cell is missing by itself. A
+- CSV and TSV cells are read as text, and only an empty (or blank) cell is missing by itself (in
+  Parquet files and DataFrames, also a null or NaN). A
   cell and a spec value are compared as numbers when both read as numbers (``1``, ``1.0`` and
   ``"1"`` are one code) and as text otherwise, so ``NA`` is the country Namibia and ``None`` a
   religion. Any other word for missing (``NA``, ``-9``, ``DK``) is listed under ``missing``.
@@ -219,7 +220,7 @@ def _labels(sf: SpecFile, raw: Any, key: str) -> dict[Any, str]:
 def _missing(sf: SpecFile, raw: Any, key: str, codes: bool) -> frozenset[Any]:
     """The ``missing:`` list; a question's entries are integer codes or words."""
     found = set()
-    for i, entry in enumerate(sf.list(raw, key)):
+    for i, entry in enumerate(sf.sequence(raw, key)):
         value = sf.value(entry, f"{key}[{i}]")
         if codes and isinstance(value, float):
             raise sf.error(f"{key}[{i}]", f"answer codes are integers, got {describe(entry)}")
@@ -230,7 +231,7 @@ def _missing(sf: SpecFile, raw: Any, key: str, codes: bool) -> frozenset[Any]:
 def _bins(sf: SpecFile, raw: Any, key: str) -> tuple[Bin, ...]:
     """Inclusive ranges that do not overlap (gaps are allowed: a value in none is an error)."""
     bins = []
-    for i, entry in enumerate(sf.list(raw, key)):
+    for i, entry in enumerate(sf.sequence(raw, key)):
         where = f"{key}[{i}]"
         entry = sf.mapping(entry, where)
         if set(entry) != set(_BIN_KEYS):
@@ -335,7 +336,7 @@ def _template(sf: SpecFile, raw: Any, demographics: Sequence[str]) -> ProfileTem
         if name not in demographics:
             raise sf.error(where, f"not a demographic of the spec; demographics: {list(demographics)}")
         parts[name] = sf.text(fmt, where, blank=True)
-        sf.format(parts[name], ("value",), where)
+        sf.format_string(parts[name], ("value",), where)
     return ProfileTemplate(parts=parts, **values)
 
 
@@ -345,7 +346,7 @@ def _prompt(sf: SpecFile, raw: Any) -> PromptFormat:
     values = {k: sf.text(v, f"prompt.{k}", blank=True) for k, v in raw.items()}
     for k, names in _PROMPT_FORMATS.items():
         if k in values and names:
-            sf.format(values[k], names, f"prompt.{k}")
+            sf.format_string(values[k], names, f"prompt.{k}")
     return PromptFormat(**values)
 
 

@@ -91,7 +91,7 @@ class SpecFile:
         """An optional mapping under ``key`` (a YAML null counts as not set)."""
         return self.mapping(raw[key], key) if raw.get(key) is not None else {}
 
-    def list(self, raw: Any, key: str) -> list[Any]:
+    def sequence(self, raw: Any, key: str) -> list[Any]:
         if not isinstance(raw, list):
             raise self.error(key, f"expected a list, got {describe(raw)}")
         return raw
@@ -151,7 +151,7 @@ class SpecFile:
             raise self.error(key, f"expected a number, got {describe(raw)}")
         return float(raw)
 
-    def format(self, fmt: str, names: Sequence[str], key: str) -> None:
+    def format_string(self, fmt: str, names: Sequence[str], key: str) -> None:
         """A format string uses only the placeholders it will be given."""
         try:
             fmt.format(**dict.fromkeys(names, ""))
