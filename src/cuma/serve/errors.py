@@ -57,7 +57,7 @@ def validation_error(exc: RequestValidationError) -> APIError:
         return invalid(f"the request body is not valid JSON: {detail}", code="invalid_json")
     param = ".".join(loc) or None
     where = f"{param}: " if param else ""
-    value = f" (got {first['input']!r})" if "input" in first and loc else ""
+    value = f" (got {_short(first['input'])})" if "input" in first and loc else ""
     return invalid(f"{where}{first.get('msg', 'invalid value')}{value}", param=param)
 
 
@@ -80,3 +80,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("%s %s failed", request.method, request.url.path)
         return APIError(500, f"internal error: {type(exc).__name__}: {exc}").response()
+
+
+def _short(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -28,7 +28,6 @@ class TextPart(Strict):
 class ChatMessage(Strict):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
-    name: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -56,7 +55,7 @@ class GenerationParams(Strict):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: str | None = None  # OpenAI's end-user id for abuse monitoring: accepted, nothing to do with it
     profile: Profile | None = None
 
     @field_validator("stop")
