@@ -10,6 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from cuma import CuMAConfig, DemographicEncoder, get_cuma_model
+from cuma.quick import RandomProfileEncoder
 from cuma.serve import Engine, ServeConfig, ServerThread, build_app
 from cuma.serve.cli import CLIENT_EXAMPLE, configure, main
 from cuma.serve.jobs import GenerationJob, Sampling
@@ -72,10 +73,16 @@ def test_plain_lora_folder_and_bare_base_read_no_profile(tmp_path: Path) -> None
     assert greedy(engine, None) == greedy(Engine.from_base("tiny-llama"), None)  # LoRA B is zero
 
 
-def test_missing_folder_or_base_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_missing_folder_or_a_wrong_or_missing_encoder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"adapter_config\.json"):
         Engine.from_adapter_dir(tmp_path)
-    with pytest.raises(ValueError, match="encoder"):
+    with pytest.raises(ValueError, match=r"size \[384\], its encoder gives 32"):
+        Engine(
+            get_cuma_model(tiny_model("llama"), CuMAConfig.from_preset("cuma")),
+            tiny_tokenizer(),
+            RandomProfileEncoder(),
+        )
+    with pytest.raises(ValueError, match="give the Engine its encoder"):
         Engine(
             get_cuma_model(tiny_model("llama"), CuMAConfig.from_preset("cuma", demographic_input_dim=32)),
             tiny_tokenizer(),

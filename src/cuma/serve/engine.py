@@ -25,16 +25,18 @@ from cuma.serve.jobs import ChoiceResult, GenerationJob, Job, ScoreJob
 from cuma.serve.profiles import ProfileCodec, ProfileEncoder
 
 
-def reads_profiles(model: Any) -> bool:
-    """Whether the model's router reads demographics (then every row needs a profile embedding).
+def demographic_configs(model: Any) -> list[Any]:
+    """The adapter configs of ``model`` whose router reads demographics (then every row needs a profile).
 
-    A PEFT model keeps its adapter configs in ``peft_config``; a `cuma.adapter.CuMAModel` has a
-    ``CuMAConfig`` as ``config``; a bare base model has neither.
+    A PEFT model keeps its adapter configs in ``peft_config``; a bare base model has none that do.
     """
     configs = getattr(model, "peft_config", None)
-    if isinstance(configs, Mapping):
-        return any(getattr(config, "uses_demographics", False) for config in configs.values())
-    return bool(getattr(getattr(model, "config", None), "uses_demographics", False))
+    candidates = configs.values() if isinstance(configs, Mapping) else [getattr(model, "config", None)]
+    return [config for config in candidates if getattr(config, "uses_demographics", False)]
+
+
+def reads_profiles(model: Any) -> bool:
+    return bool(demographic_configs(model))
 
 
 def base_model_config(model: Any) -> Any:
@@ -74,9 +76,16 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
-        self.reads_profiles = reads_profiles(model)
+        routed = demographic_configs(model)
+        self.reads_profiles = bool(routed)
         if self.reads_profiles and encoder is None:
             raise ValueError(f"model {name!r} routes on demographic profiles; give the Engine its encoder")
+        dims = {config.demographic_input_dim for config in routed}
+        if encoder is not None and routed and dims != {encoder.dim}:
+            raise ValueError(
+                f"model {name!r} reads demographic vectors of size {sorted(dims)}, "
+                f"its encoder gives {encoder.dim}"
+            )
         self.profiles = (
             ProfileCodec(encoder, template or KEY_VALUE, profile_fields, profile_cache_size)
             if encoder is not None and self.reads_profiles
