@@ -15,7 +15,7 @@ import pytest
 from cuma.compare.cli import DEFAULT_CONFIG
 from cuma.compare.run import run_comparison
 from cuma.config import ExperimentConfig
-from cuma.lock import LOCK_FILE, DirectoryLockedError, OutputLock, StaleLockError
+from cuma.lock import LOCK_FILE, DirectoryLockedError, OutputLock, StaleLockError, group_lock
 from cuma.quick import quick_config
 
 
@@ -160,6 +160,20 @@ def test_lock_is_released_on_an_exception_and_an_empty_new_directory_removed(tmp
 def test_only_the_main_process_takes_the_lock(tmp_path):
     with OutputLock(tmp_path, main_process=False), OutputLock(tmp_path, main_process=False):
         assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_group_lock_prepares_under_the_lock_and_releases_it_when_preparing_fails(tmp_path):
+    seen = []
+    with group_lock(tmp_path, lambda: seen.append((tmp_path / LOCK_FILE).exists())):
+        assert (tmp_path / LOCK_FILE).exists()
+    assert seen == [True] and not (tmp_path / LOCK_FILE).exists()
+
+    def refuse():
+        raise FileExistsError("previous report")
+
+    with pytest.raises(FileExistsError, match="previous report"), group_lock(tmp_path, refuse):
+        pass
+    assert not (tmp_path / LOCK_FILE).exists()
 
 
 def quick_settings(out, *overrides: str) -> ExperimentConfig:

@@ -5,19 +5,26 @@ systems): whoever creates it holds the directory, and it records the holder's pi
 command. A second run is refused at once with those details. A lock left by a process that no longer
 exists on this host (a run killed with ``kill -9``) is reported as stale with the path to remove; it is
 never broken silently, since a wrong guess would let two runs mix their files. Under ``torchrun`` /
-``accelerate launch`` every process runs the same code and only the main one takes the lock.
+``accelerate launch`` every process runs the same code and only the main one takes the lock;
+`group_lock` also tells the other processes when it is refused, so each stops with the same error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import socket
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from accelerate.utils import broadcast_object_list
+
+from cuma.processes import process_state
 
 LOCK_FILE = ".cuma.lock"
 
@@ -105,6 +112,30 @@ class OutputLock:
             f"{self.directory} is in use by another cuma run ({who}); wait for it to finish or choose "
             f"another output directory (if that run has ended without cleaning up, remove {self.path})"
         )
+
+
+@contextlib.contextmanager
+def group_lock(directory: str | Path, prepare: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold `OutputLock` on ``directory`` from the main process of this run's process group.
+
+    The main process takes the lock and then runs ``prepare`` (checks or clean-up that need the lock);
+    every process learns the outcome before going on, so a refusal stops each one with the same error
+    instead of leaving the others waiting for the main process at their next collective call.
+    """
+    with contextlib.ExitStack() as stack:
+        failure = None
+        if process_state().is_main_process:
+            try:
+                stack.enter_context(OutputLock(directory))
+                if prepare is not None:
+                    prepare()
+            except Exception as err:  # every process must hear of it, whatever it is
+                failure = err
+        shared = [failure]
+        broadcast_object_list(shared)
+        if shared[0] is not None:
+            raise shared[0]
+        yield
 
 
 def read_holder(path: Path) -> dict[str, Any] | None:

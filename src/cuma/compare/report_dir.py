@@ -13,14 +13,10 @@ import contextlib
 import datetime
 import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-from accelerate.utils import broadcast_object_list
-
 from cuma.compare.report import REPORT_FILES
-from cuma.lock import OutputLock
-from cuma.processes import process_state
+from cuma.lock import group_lock
 
 logger = logging.getLogger("cuma.compare")
 
@@ -36,26 +32,9 @@ def previous_report(out: Path) -> list[Path]:
     return sorted({path for pattern in REPORT_ENTRIES for path in out.glob(pattern)})
 
 
-@contextlib.contextmanager
-def locked_report_dir(out: Path, *, resume: bool, overwrite: bool) -> Iterator[None]:
-    """Hold `OutputLock` on ``out`` for the block, after `claim_report_dir`, on the main process.
-
-    Under ``torchrun`` the main process decides and every process learns the outcome, so a refused run
-    stops each process with the same error instead of leaving the others waiting for the main one.
-    """
-    with contextlib.ExitStack() as stack:
-        failure = None
-        if process_state().is_main_process:
-            try:
-                stack.enter_context(OutputLock(out))
-                claim_report_dir(out, resume=resume, overwrite=overwrite)
-            except Exception as err:  # every process must hear of it, whatever it is
-                failure = err
-        shared = [failure]
-        broadcast_object_list(shared)
-        if shared[0] is not None:
-            raise shared[0]
-        yield
+def locked_report_dir(out: Path, *, resume: bool, overwrite: bool) -> contextlib.AbstractContextManager[None]:
+    """Lock ``out`` for the run (`cuma.lock.group_lock`) and, holding the lock, `claim_report_dir` it."""
+    return group_lock(out, lambda: claim_report_dir(out, resume=resume, overwrite=overwrite))
 
 
 def claim_report_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
