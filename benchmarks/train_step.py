@@ -20,6 +20,7 @@ from accelerate.state import AcceleratorState
 from cuma.config import ExperimentConfig, TrainConfig
 from cuma.methods import build_method
 from cuma.models import load_base_model
+from cuma.quick import RandomProfileEncoder
 from cuma.train import train
 
 ENCODER_DIM = 384  # all-MiniLM-L6-v2
@@ -52,7 +53,9 @@ def time_steps(method: str, precision: str, args: argparse.Namespace) -> float:
     train_config = TrainConfig(
         max_steps=args.steps, batch_size=args.batch, precision=precision, report_to=[], lr=1e-4
     )
-    prepared = build_method(method, base, ExperimentConfig(train=train_config), encoder_dim=ENCODER_DIM)
+    prepared = build_method(
+        method, base, ExperimentConfig(train=train_config), encoder=RandomProfileEncoder(ENCODER_DIM)
+    )
     stamps = [time.perf_counter()]
     data = rows(args.steps * args.batch, args.tokens, base.config.vocab_size)
     with tempfile.TemporaryDirectory() as out:

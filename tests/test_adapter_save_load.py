@@ -15,7 +15,8 @@ from peft import AutoPeftModelForCausalLM, PeftConfig, PeftModel
 from safetensors.torch import load_file, save_file
 
 from cuma.adapter import CuMAConfig, CuMAPeftModel, get_cuma_model, load_cuma_model
-from cuma.adapter.peft_model import CONFIG_NAME, SIDECAR_NAME, _sha256
+from cuma.adapter.peft_model import CONFIG_NAME
+from cuma.sidecar import SIDECAR_NAME, sha256_file
 from cuma.tiny import tiny_model
 
 DEMO = 16
@@ -50,7 +51,7 @@ def rewrite_weights(
     tensors = edit(load_file(directory / WEIGHTS_NAME))
     save_file(tensors, directory / WEIGHTS_NAME)
     meta = json.loads((directory / SIDECAR_NAME).read_text())
-    meta["weights_sha256"] = _sha256(directory / WEIGHTS_NAME)
+    meta["files"][WEIGHTS_NAME] = sha256_file(directory / WEIGHTS_NAME)
     (directory / SIDECAR_NAME).write_text(json.dumps(meta))
 
 
@@ -154,7 +155,7 @@ def test_unreadable_weights_and_config_are_clear_errors(tmp_path: Path) -> None:
     trained().save_pretrained(tmp_path)
     (tmp_path / WEIGHTS_NAME).write_bytes(b"not a safetensors file")
     rewrite = json.loads((tmp_path / SIDECAR_NAME).read_text())
-    rewrite["weights_sha256"] = _sha256(tmp_path / WEIGHTS_NAME)
+    rewrite["files"][WEIGHTS_NAME] = sha256_file(tmp_path / WEIGHTS_NAME)
     (tmp_path / SIDECAR_NAME).write_text(json.dumps(rewrite))
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         load_cuma_model(tiny_model(), tmp_path)

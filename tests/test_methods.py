@@ -8,6 +8,7 @@ import torch
 from cuma.adapter import ParameterReport
 from cuma.config import ExperimentConfig
 from cuma.methods import METHODS, build_method, check_methods, load_trained, persona_in_prompt
+from cuma.quick import RandomProfileEncoder
 from cuma.tiny import tiny_model
 from train_toys import run, toy_collate, toy_config, toy_method, toy_rows, weights
 
@@ -76,12 +77,16 @@ def test_reference_methods_are_not_built_here():
         build_method("logistic", tiny_model(), ExperimentConfig())
 
 
-def test_demographic_routing_needs_the_encoder_size():
-    with pytest.raises(ValueError, match="pass encoder_dim"):
+def test_demographic_routing_needs_the_encoder_and_records_it():
+    with pytest.raises(ValueError, match="pass the encoder"):
         build_method("cuma", tiny_model(), ExperimentConfig())
     config = ExperimentConfig(adapter_overrides={"cuma": {"demographic_input_dim": 8}})
     with pytest.raises(ValueError, match="does not match the encoder's output size 16"):
-        build_method("cuma", tiny_model(), config, encoder_dim=16)
+        build_method("cuma", tiny_model(), config, encoder=RandomProfileEncoder(16))
+    adapter = build_method(
+        "cuma", tiny_model(), ExperimentConfig(), encoder=RandomProfileEncoder(16)
+    ).adapter_config
+    assert adapter.encoder == RandomProfileEncoder(16).identity() and adapter.demographic_input_dim == 16
 
 
 def test_no_demographic_really_ignores_the_profile():
@@ -89,7 +94,7 @@ def test_no_demographic_really_ignores_the_profile():
     for name, reads in (("no-demographic", False), ("cuma", True), ("demographic-only", True)):
         prepared = toy_method(name, toy_config({name: {"router_layers": 1}}))
         assert prepared.uses_demographics == reads
-        torch.nn.init.normal_(next(p for k, p in prepared.named_parameters() if "lora_B" in k), std=1.0)
+        torch.nn.init.normal_(next(p for k, p in prepared.named_parameters() if "cuma_B" in k), std=1.0)
         a = prepared(ids, mask, embeds).logits
         b = prepared(ids, mask, embeds.flip(0)).logits
         assert torch.equal(a, b) != reads
@@ -126,14 +131,30 @@ def test_saved_method_loads_on_a_fresh_base(tmp_path, name):
     config = toy_config(max_steps=2)
     trained, _ = run(name, config, tmp_path)
     trained.save(tmp_path / "saved")
-    loaded = load_trained(tmp_path / "saved", tiny_model(), config)
-    assert loaded.name == name
+    loaded = load_trained(tmp_path / "saved", tiny_model())
+    assert loaded.name == name and not loaded.training
+    assert not any(p.requires_grad for p in loaded.parameters())
+    trained.eval()
     with torch.no_grad():
         assert torch.equal(trained(*toy_batch()).logits, loaded(*toy_batch()).logits)
+    assert load_trained(tmp_path / "saved", tiny_model(), is_trainable=True).trainable_parameters()
 
 
-def test_saved_weights_refuse_another_base(tmp_path):
+def test_saved_weights_refuse_another_base_and_altered_files(tmp_path):
     trained = toy_method("lora", toy_config())
     trained.save(tmp_path)
-    with pytest.raises(ValueError, match="written for base"):
-        load_trained(tmp_path, tiny_model("qwen3"), toy_config())
+    with pytest.raises(
+        ValueError, match=r"another model .*base_model\.model_type: saved .llama., this run .qwen3."
+    ):
+        load_trained(tmp_path, tiny_model("qwen3"))
+    weights = tmp_path / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"adapter_model\.safetensors does not match the sha256"):
+        load_trained(tmp_path, tiny_model())
+
+
+def test_full_fine_tuning_refuses_a_bfloat16_base():
+    with pytest.raises(ValueError, match=r"torch.bfloat16 small updates round away.*model.dtype=float32"):
+        build_method("full", tiny_model().to(torch.bfloat16), ExperimentConfig())

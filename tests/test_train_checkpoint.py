@@ -12,7 +12,8 @@ from train_toys import run, toy_config
 
 
 def snapshot(directory):
-    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    return {str(p.relative_to(directory)): p.read_bytes() for p in files}
 
 
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -77,4 +77,4 @@ def test_quick_run_writes_a_loadable_checkpoint(tmp_path):
     newest = list_checkpoints(run_dir / "checkpoints")[-1]
     assert newest.name == "step-00000002"  # the override, not --quick's 4 steps
     base, _ = load_base_model("tiny-llama")
-    assert load_trained(newest, base, ExperimentConfig()).name == "lora"
+    assert load_trained(newest / "model", base).name == "lora"

@@ -58,7 +58,7 @@ def test_existing_checkpoints_need_resume(tmp_path):
 def test_checkpoint_of_another_method_is_refused_before_training(tmp_path):
     run("lora", toy_config(max_steps=1), tmp_path)
     steps = []
-    with pytest.raises(ValueError, match="method 'lora'"):
+    with pytest.raises(ValueError, match=r"method\.name: saved 'lora', this run 'cuma'"):
         run("cuma", toy_config(max_steps=1), tmp_path, resume=True, on_step=lambda s, _: steps.append(s))
     assert steps == []
 
@@ -71,5 +71,5 @@ def test_checkpoint_of_another_base_model_is_refused(tmp_path):
 
 def test_checkpoint_of_another_run_shape_is_refused(tmp_path):
     run("lora", toy_config(max_steps=1), tmp_path)
-    with pytest.raises(ValueError, match="batch_size=2"):
+    with pytest.raises(ValueError, match=r"train\.batch_size: checkpoint 2, this run 5"):
         run("lora", toy_config(max_steps=1, batch_size=5), tmp_path, resume=True)

@@ -10,6 +10,7 @@ from accelerate.state import AcceleratorState
 
 from cuma.config import ExperimentConfig, TrainConfig
 from cuma.methods import PreparedModel, build_method
+from cuma.quick import RandomProfileEncoder
 from cuma.tiny import tiny_model
 from cuma.train import TrainResult, train
 
@@ -56,7 +57,7 @@ def toy_config(adapter_overrides: dict | None = None, **train: Any) -> Experimen
 
 
 def toy_method(method: str, config: ExperimentConfig, family: str = "llama") -> PreparedModel:
-    return build_method(method, tiny_model(family), config, encoder_dim=ENCODER_DIM)
+    return build_method(method, tiny_model(family), config, encoder=RandomProfileEncoder(ENCODER_DIM))
 
 
 def run(

@@ -9,7 +9,7 @@ both call them, so a comparison fails before it trains its first method, not at 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,16 @@ from cuma.config import ExperimentConfig
 from cuma.data.experiment import ComparisonData
 from cuma.data.render import letter_token_ids
 from cuma.errors import ConfigError
-from cuma.methods import METHOD_FILE, base_identity, check_methods, get_method, method_overrides
-from cuma.train.checkpoint import list_checkpoints
-from cuma.train.layout import train_dir
+from cuma.methods import base_identity, check_methods, get_method, method_overrides, persona_in_prompt
+from cuma.sidecar import read_sidecar
+from cuma.train.checkpoint import (
+    MODEL_DIR,
+    check_run_shape,
+    list_checkpoints,
+    newest_valid_checkpoint,
+    read_run_shape,
+)
+from cuma.train.layout import run_identity, train_dir, train_settings
 from cuma.train.trainer import CHECKPOINT_DIR
 
 
@@ -63,22 +70,39 @@ def check_no_checkpoints(directory: Path) -> None:
         )
 
 
-def check_resume(train_root: Path, config: ExperimentConfig, methods: Sequence[str], base: nn.Module) -> None:
-    """Every checkpoint a resumed run would continue was written for the base model it has loaded."""
-    expected = base_identity(base)
-    for directory in _checkpoint_dirs(train_root, config, methods):
-        found = list_checkpoints(directory)
-        if not found:
+def check_resume(
+    train_root: Path,
+    config: ExperimentConfig,
+    methods: Sequence[str],
+    base: nn.Module,
+    data: ComparisonData,
+    allow_changed: Sequence[str] = (),
+) -> None:
+    """Every checkpoint a resumed comparison would continue belongs to this run: written for the base model
+    it has loaded, with the same train settings, data sample and model (`cuma.train.layout.run_identity`),
+    so no method is trained or scored before a later one would refuse."""
+    expected_base = base_identity(base)
+    for name in methods:
+        spec = get_method(name)
+        if not spec.trainable:
             continue
-        path = found[-1] / METHOD_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {found[-1]} is not a complete checkpoint")
-        saved = json.loads(path.read_text()).get("base")
-        if saved != expected:
-            raise ValueError(
-                f"{path}: written for base model {saved!r}, but model.name={config.model.name!r} loads "
-                f"{expected!r}; resume with the model it was trained on or choose another output_dir"
-            )
+        persona = persona_in_prompt(name, config)
+        for seed in config.seeds:
+            start, _ = newest_valid_checkpoint(train_dir(train_root, name, seed) / CHECKPOINT_DIR)
+            if start is None:
+                continue
+            saved_base = read_sidecar(start / MODEL_DIR, verify=False).get("base_model")
+            if saved_base != expected_base:
+                raise ValueError(
+                    f"{start / MODEL_DIR}: written for base model {saved_base!r}, but model.name="
+                    f"{config.model.name!r} loads {expected_base!r}; resume with the model it was trained on "
+                    "or choose another output_dir"
+                )
+            train = dataclasses.replace(config.train, seed=seed)
+            seeded = dataclasses.replace(config, train=train)
+            now = {**train_settings(train), **run_identity(seeded, name, data.examples("train", persona))}
+            saved = read_run_shape(start)
+            check_run_shape(start, {k: saved.get(k) for k in now}, now, set(allow_changed))
 
 
 def check_letters(tokenizer: Any, data: ComparisonData) -> None:

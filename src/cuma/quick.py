@@ -52,6 +52,24 @@ class RandomProfileEncoder:
 
     def __init__(self, dim: int = 32) -> None:
         self.dim = dim
+        self.template = KEY_VALUE
+
+    def identity(self) -> dict[str, object]:
+        """Like `cuma.encoder.DemographicEncoder.identity`, so adapters record which encoder they saw."""
+        return {
+            "name_or_path": RANDOM_ENCODER,
+            "pooling": "none",
+            "max_length": 0,
+            "normalize": True,
+            "dim": self.dim,
+        }
+
+    def adapter_settings(self) -> dict[str, object]:
+        return {
+            "demographic_input_dim": self.dim,
+            "encoder": self.identity(),
+            "profile_template": self.template.to_dict(),
+        }
 
     def encode(self, items: Sequence[str | Mapping[str, object]]) -> torch.Tensor:
         rows = []

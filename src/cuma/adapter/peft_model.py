@@ -10,9 +10,7 @@ recorded type and size, and every tensor must be present with the right shape.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,8 +24,8 @@ from torch import nn
 from cuma.adapter.card import cuma_card_section
 from cuma.adapter.config import CuMAConfig
 from cuma.adapter.registration import register
+from cuma.sidecar import SIDECAR_NAME, read_sidecar, write_sidecar
 
-SIDECAR_NAME = "cuma.json"
 CONFIG_NAME = "adapter_config.json"
 
 
@@ -50,7 +48,9 @@ class CuMAPeftModel(PeftModelForCausalLM):
         selected = kwargs.get("selected_adapters") or list(self.peft_config)
         for name in selected:
             folder = Path(save_directory) if name == "default" else Path(save_directory) / name
-            _write_sidecar(folder, self.get_base_model())
+            write_sidecar(
+                folder, {"base_model": base_identity(self.get_base_model())}, [SAFETENSORS_WEIGHTS_NAME]
+            )
 
     def create_or_update_model_card(self, output_dir: str) -> None:
         super().create_or_update_model_card(output_dir)
@@ -91,6 +91,15 @@ def load_cuma_model(
         raise ValueError(f"{weights_path} is not a readable safetensors file: {err}") from err
     config.inference_mode = not is_trainable
     model = get_cuma_model(base_model, config, adapter_name)
+    load_adapter_tensors(model, tensors, str(weights_path), adapter_name)
+    if not is_trainable:
+        model.eval()
+    return model
+
+
+def load_adapter_tensors(model: nn.Module, tensors: dict, source: str, adapter_name: str = "default") -> None:
+    """Copy a saved adapter state dict into a PEFT model after checking that names and shapes match
+    exactly (PEFT itself only warns); every problem is listed."""
     expected = get_peft_model_state_dict(model, adapter_name=adapter_name, save_embedding_layers=False)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     misshaped = [
@@ -104,11 +113,8 @@ def load_cuma_model(
     if misshaped:
         problems.append(f"mis-shaped: {misshaped[:6]}")
     if problems:
-        raise ValueError(f"{weights_path} does not fit this CuMA adapter; " + "; ".join(problems))
+        raise ValueError(f"{source} does not fit this adapter; " + "; ".join(problems))
     set_peft_model_state_dict(model, tensors, adapter_name=adapter_name)
-    if not is_trainable:
-        model.eval()
-    return model
 
 
 def read_config(directory: str | Path) -> CuMAConfig:
@@ -138,54 +144,25 @@ def base_identity(base_model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _write_sidecar(folder: Path, base_model: nn.Module) -> None:
-    from cuma import __version__
-
-    weights = folder / SAFETENSORS_WEIGHTS_NAME
-    meta = {
-        "cuma_version": __version__,
-        "base_model": base_identity(base_model),
-        "weights_sha256": _sha256(weights),
-    }
-    tmp = folder / f".{SIDECAR_NAME}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / SIDECAR_NAME)
-
-
 def _check_sidecar(directory: Path, base_model: nn.Module) -> None:
-    path = directory / SIDECAR_NAME
-    if not path.is_file():
+    if not (directory / SIDECAR_NAME).is_file():
         warnings.warn(
-            f"{directory} has no {SIDECAR_NAME} (not saved by cuma): weights and base unchecked", stacklevel=3
+            f"{directory} has no {SIDECAR_NAME} (not saved by cuma): weights and base model unchecked",
+            stacklevel=3,
         )
         return
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        saved, checksum = meta["base_model"], meta["weights_sha256"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not a valid CuMA sidecar: {err!r}") from None
+    saved = read_sidecar(directory)["base_model"]  # also checks the weights against their sha256
     current = base_identity(base_model)
     if (saved["model_type"], saved["hidden_size"]) != (current["model_type"], current["hidden_size"]):
         raise ValueError(
-            f"{path}: the adapter was saved for base model {saved['name_or_path']!r} "
+            f"{directory / SIDECAR_NAME}: the adapter was saved for base model {saved['name_or_path']!r} "
             f"(model_type={saved['model_type']!r}, hidden_size={saved['hidden_size']}), but the given base "
             f"model is {current['name_or_path']!r} (model_type={current['model_type']!r}, "
             f"hidden_size={current['hidden_size']})"
         )
     if saved["name_or_path"] != current["name_or_path"]:
         warnings.warn(
-            f"{path}: saved for base model {saved['name_or_path']!r}; loading it on "
+            f"{directory / SIDECAR_NAME}: saved for base model {saved['name_or_path']!r}; loading it on "
             f"{current['name_or_path']!r}",
             stacklevel=3,
         )
-    weights = directory / SAFETENSORS_WEIGHTS_NAME
-    if _sha256(weights) != checksum:
-        raise ValueError(f"{weights} does not match the sha256 recorded in {path}: the file was altered")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -29,7 +29,7 @@ from cuma.methods import PreparedModel, build_method
 from cuma.metrics import summarize
 from cuma.processes import process_state
 from cuma.reference_baselines import REFERENCE_BASELINES, BaselineConfig
-from cuma.train.layout import train_dir
+from cuma.train.layout import run_identity, train_dir
 from cuma.train.trainer import train
 
 logger = logging.getLogger("cuma.compare")
@@ -74,7 +74,7 @@ class MethodRunner:
     data: ComparisonData
     base: torch.nn.Module
     tokenizer: Any
-    encoder_dim: int
+    encoder: Any
     fields: list[str]
     main_group: str
     cell_fields: list[str]
@@ -92,7 +92,7 @@ class MethodRunner:
         # Each seed of ``seeds`` is the training seed: adapter initialisation, data order, dropout.
         config = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, seed=seed))
         # build_method changes the base in place (adapters, requires_grad), so every method gets a copy.
-        prepared = build_method(name, copy.deepcopy(self.base), config, encoder_dim=self.encoder_dim)
+        prepared = build_method(name, copy.deepcopy(self.base), config, encoder=self.encoder)
         trainable, percent = parameter_count(prepared)
         logger.info(
             "%s seed %d: %s trainable parameters (%.3f%% of base)", name, seed, f"{trainable:,}", percent
@@ -111,6 +111,7 @@ class MethodRunner:
                     config.train,
                     train_dir(self.train_root, name, seed),
                     resume=self.resume,
+                    run_identity=run_identity(config, name, examples),
                 )
             train_seconds = self.clock.timings[stage]
         # Training (accelerate) already runs on this process's device; scoring follows it.
@@ -143,13 +144,13 @@ class MethodRunner:
                 )
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
                 logger.info("%s seed %d %s: accuracy %.3f", name, seed, split, metrics[split]["accuracy"])
-        identity = prepared.identity()
+        adapter = prepared.spec.kind == "adapter"
         run = {
             "method": name,
             "seed": seed,
             "kind": prepared.spec.kind,
-            "adapter_config": identity["adapter_config"],  # preset defaults with adapter_overrides applied
-            "settings": identity["settings"],
+            "adapter_config": prepared.settings if adapter else None,  # preset with adapter_overrides applied
+            "settings": {} if adapter else prepared.settings,
             "persona_in_prompt": persona,
             "uses_demographics": prepared.uses_demographics,
             "trainable_params": trainable,

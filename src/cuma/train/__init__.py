@@ -2,7 +2,7 @@
 
 Usage::
 
-    prepared = build_method("cuma", base_model, config, encoder_dim=encoder.dim)
+    prepared = build_method("cuma", base_model, config, encoder=encoder)
     result = train(prepared, train_examples, collate_fn, config.train, output_dir)
 
 The names below load on first use, so ``cuma train --help`` (`cuma.train.cli`) does not import torch.

@@ -1,17 +1,19 @@
-"""Atomic training checkpoints: weights, optimizer, scheduler, RNG states and data position.
+"""Atomic, verified training checkpoints: the model folder, optimizer, scheduler, RNG states, data position.
 
 Layout of ``<output_dir>/checkpoints/step-00000012/``::
 
-    trainable.safetensors, method.json    # PreparedModel.save: the weights and what they belong to
+    model/                                # PreparedModel.save, read by cuma.methods.load_trained
     optimizer.safetensors, optimizer.json # AdamW moments (tensors) and param groups (hyperparameters)
     rng-<rank>.safetensors, rng-<rank>.json  # torch/CUDA, numpy and python RNG states, per process
     trainer_state.json                    # data position, scheduler state, the run's shape
+    manifest.json                         # sha256 of every other file, written last
 
 A checkpoint is written into ``.tmp-step-...`` in the same directory, fsynced, then renamed into place,
 so a failed save (a full disk) leaves the previous checkpoint as it was. Nothing is pickled: tensors go
 to safetensors, everything else to JSON. With several processes, each phase of a save ends with the
 processes agreeing on its outcome, so a failure on one process raises on all instead of leaving the
-others waiting at a barrier.
+others waiting at a barrier. `verify_checkpoint` recomputes every checksum before a resume, so a flipped
+bit or a truncated file is found (and `newest_valid_checkpoint` falls back to the previous checkpoint).
 """
 
 from __future__ import annotations
@@ -30,11 +32,29 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from cuma.methods import PreparedModel, check_identity
+from cuma.methods import PreparedModel
+from cuma.sidecar import sha256_file
 
 STATE_FILE = "trainer_state.json"
+MANIFEST_FILE = "manifest.json"
+MODEL_DIR = "model"
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
+
+
+# Train settings the restored optimizer and scheduler states carry, so a resume cannot change them.
+OPTIMIZER_STATE_SETTINGS = (
+    "train.lr",
+    "train.router_lr",
+    "train.projection_lr",
+    "train.weight_decay",
+    "train.schedule",
+    "train.warmup_ratio",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is incomplete, altered or unreadable; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +97,7 @@ def save_checkpoint(
         tmp.mkdir(parents=True, exist_ok=True)
         _save_rng(tmp, accelerator.process_index)
         if main:
-            prepared.save(tmp)
+            prepared.save(tmp / MODEL_DIR)
             _save_optimizer(tmp, optimizer)
             state = {
                 "position": asdict(position),
@@ -88,6 +108,7 @@ def save_checkpoint(
 
     def commit() -> None:
         if main:
+            _write_manifest(tmp)
             _fsync_tree(tmp)
             _replace_dir(tmp, final)
             if keep is not None:
@@ -126,21 +147,50 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     run_shape: dict[str, Any],
-) -> Position:
-    """Restore everything ``save_checkpoint`` wrote, after checking it belongs to this run."""
-    check_identity(path, prepared.identity())
+    allow_changed: set[str] = frozenset(),
+) -> tuple[Position, dict[str, list[Any]]]:
+    """Restore everything ``save_checkpoint`` wrote (verify it with `verify_checkpoint` first).
+
+    Every entry of ``run_shape`` must equal the checkpoint's, except those in ``allow_changed``; all
+    differences are listed in one error. Returns the position and the allowed changes
+    (key -> [checkpoint value, this run's value]).
+    """
+    frozen = sorted(allow_changed & set(OPTIMIZER_STATE_SETTINGS))
+    if frozen:
+        raise ValueError(
+            f"{frozen} cannot change on resume: the optimizer and schedule restored from the checkpoint "
+            "carry them; start a new run instead"
+        )
     state = json.loads((path / STATE_FILE).read_text())
-    for key, value in run_shape.items():
-        if state["run_shape"].get(key) != value:
-            raise ValueError(
-                f"{path / STATE_FILE}: checkpoint was written with {key}={state['run_shape'].get(key)!r}, "
-                f"this run has {key}={value!r}; resume with the same data and train settings"
-            )
-    prepared.load_weights(path)
+    diffs = check_run_shape(path, state["run_shape"], run_shape, allow_changed)
+    prepared.load_weights(path / MODEL_DIR)
     _load_optimizer(path, optimizer)
     scheduler.load_state_dict(state["scheduler"])
     _load_rng(path, accelerator.process_index)
-    return Position(**state["position"])
+    return Position(**state["position"]), diffs
+
+
+def check_run_shape(
+    path: Path, saved: dict[str, Any], run_shape: dict[str, Any], allow_changed: set[str] = frozenset()
+) -> dict[str, list[Any]]:
+    """The differences between a checkpoint's run shape and this run's (key -> [checkpoint, now]); any
+    outside ``allow_changed`` is an error listing all of them. Keys only one side has count too."""
+    now = json.loads(json.dumps(run_shape))  # the form the checkpoint holds (tuples become lists)
+    keys = sorted(set(saved) | set(now))
+    diffs = {key: [saved.get(key), now.get(key)] for key in keys if saved.get(key) != now.get(key)}
+    refused = {key: pair for key, pair in diffs.items() if key not in allow_changed}
+    if refused:
+        listed = "; ".join(f"{key}: checkpoint {a!r}, this run {b!r}" for key, (a, b) in refused.items())
+        raise ValueError(
+            f"{path}: this run differs from the checkpoint it would resume ({listed}); resume with the same "
+            "settings, allow a deliberate change with --resume-changed FIELD, or use a new output_dir"
+        )
+    return diffs
+
+
+def read_run_shape(path: Path) -> dict[str, Any]:
+    """The run shape a (verified) checkpoint was written with."""
+    return json.loads((path / STATE_FILE).read_text())["run_shape"]
 
 
 def _save_optimizer(directory: Path, optimizer: torch.optim.Optimizer) -> None:
@@ -195,10 +245,51 @@ def _load_rng(directory: Path, rank: int) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def verify_checkpoint(path: Path) -> None:
+    """Every file the manifest lists is there with its sha256, and nothing it needs is missing."""
+    manifest = path / MANIFEST_FILE
+    try:
+        expected = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{manifest} is missing: the checkpoint is incomplete") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{manifest} is unreadable: {err}") from None
+    for name, checksum in expected.items():
+        target = path / name
+        if not target.is_file():
+            raise CheckpointError(f"{target} is missing (listed in {manifest})")
+        if sha256_file(target) != checksum:
+            raise CheckpointError(f"{target} does not match its sha256 in {manifest}: the file is corrupt")
+    if STATE_FILE not in expected:
+        raise CheckpointError(f"{manifest} does not list {STATE_FILE}")
+
+
+def newest_valid_checkpoint(root: Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint that passes `verify_checkpoint`, and one line per newer one that did not."""
+    skipped = []
+    for path in reversed(list_checkpoints(root)):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as err:
+            skipped.append(str(err))
+            continue
+        return path, skipped
+    return None, skipped
+
+
+def _write_manifest(directory: Path) -> None:
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    manifest = {str(p.relative_to(directory)): sha256_file(p) for p in files}
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
 def _fsync_tree(directory: Path) -> None:
-    for path in directory.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    for folder in [p for p in directory.rglob("*") if p.is_dir()]:
+        _fsync_dir(folder)
     _fsync_dir(directory)
 
 

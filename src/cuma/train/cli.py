@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the same run on a tiny random model and a small sample (seconds)",
     )
+    parser.add_argument(
+        "--resume-changed",
+        nargs="+",
+        default=(),
+        metavar="FIELD",
+        help="settings (e.g. data.n_train) a --resume may change on purpose; any other change is an error",
+    )
     parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
     parser.epilog = config_help()
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -51,11 +59,15 @@ def main(args: argparse.Namespace) -> None:
     from cuma.processes import log_from_main_process
 
     main_process = log_from_main_process()
-    result = train_method(config, method, resume=args.resume)
+    result = train_method(config, method, resume=args.resume, changed=args.resume_changed)
     if not main_process:
         return
     print(f"{method}: {result.global_step} steps, final loss {result.final_loss:.4f}")
-    print(f"weights: {result.checkpoint} (cuma.methods.load_trained reads them)")
+    for problem in result.skipped_checkpoints:
+        print(f"skipped: {problem}")
+    for key, (before, now) in result.changed_on_resume.items():
+        print(f"changed on resume (allowed): {key} {before!r} -> {now!r}")
+    print(f"model: {result.model_dir} (load it with cuma.methods.load_trained)")
 
 
 def split_method(flag: str | None, overrides: list[str]) -> tuple[str, list[str]]:
@@ -81,7 +93,9 @@ def load_config(path: Path, overrides: list[str], quick: bool = False) -> Experi
     return config.with_overrides(overrides)
 
 
-def train_method(config: ExperimentConfig, method: str, resume: bool = False) -> TrainResult:
+def train_method(
+    config: ExperimentConfig, method: str, resume: bool = False, changed: Sequence[str] = ()
+) -> TrainResult:
     """Load data, model and encoder as ``cuma compare`` does, build ``method`` and train it."""
     from cuma.data.collate import SFTCollator
     from cuma.data.experiment import prepare_data
@@ -89,7 +103,7 @@ def train_method(config: ExperimentConfig, method: str, resume: bool = False) ->
     from cuma.methods import build_method, get_method
     from cuma.models import load_base_model
     from cuma.preflight import check_no_checkpoints, check_settings
-    from cuma.train.layout import train_dir
+    from cuma.train.layout import run_identity, train_dir
     from cuma.train.trainer import CHECKPOINT_DIR, train
 
     check_settings(config, [method])
@@ -101,10 +115,20 @@ def train_method(config: ExperimentConfig, method: str, resume: bool = False) ->
     data = prepare_data(config.data)
     base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
     encoder = make_encoder(config.model)
-    prepared = build_method(method, base, config, encoder_dim=encoder.dim)
+    prepared = build_method(method, base, config, encoder=encoder)
     logger.info("%s: trainable parameters\n%s", method, prepared.parameter_report())
     if prepared.uses_demographics:
         data = data.with_embeddings(encoder)
     examples = data.examples("train", prepared.persona_in_prompt)
     collate = SFTCollator(tokenizer, max_length=config.data.max_length)
-    return train(prepared, examples, collate, config.train, out, resume=resume)
+    identity = run_identity(config, method, examples)
+    return train(
+        prepared,
+        examples,
+        collate,
+        config.train,
+        out,
+        resume=resume,
+        run_identity=identity,
+        allow_changed=changed,
+    )

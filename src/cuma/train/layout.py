@@ -1,10 +1,46 @@
-"""Where each training run lives, so `cuma train`, `cuma compare` and its checks find the same folder."""
+"""Where each training run lives and what identifies it, so `cuma train`, `cuma compare` and their checks
+find the same folder and refuse to resume a checkpoint of a different run."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from cuma.config import ExperimentConfig, TrainConfig
+
+# Train settings that change how a run reports or saves, not what it computes: free to change on resume.
+RESUME_NEUTRAL = ("save_every", "keep_checkpoints", "log_every", "routing_stats_every", "report_to")
 
 
 def train_dir(train_root: Path, name: str, seed: int) -> Path:
     """The run folder of method ``name`` trained with ``seed`` (its checkpoints and logs go inside)."""
     return train_root / f"{name}-seed{seed}"
+
+
+def train_settings(config: TrainConfig) -> dict[str, Any]:
+    """The train settings that determine a run's result, as ``train.<field>`` entries."""
+    return {f"train.{k}": v for k, v in dataclasses.asdict(config).items() if k not in RESUME_NEUTRAL}
+
+
+def run_identity(config: ExperimentConfig, method: str, examples: Sequence[Any]) -> dict[str, Any]:
+    """Everything besides the train settings that determines a trained method: the cuma version, the
+    model and encoder, the data settings and the exact training sample (a hash of its example ids in
+    order), and the method's adapter overrides."""
+    from cuma import __version__
+
+    sample = hashlib.sha256(
+        "\n".join(f"{ex.respondent_id}\t{ex.question_id}" for ex in examples).encode()
+    ).hexdigest()
+    data = {f"data.{k}": v for k, v in dataclasses.asdict(config.data).items() if k != "score_split"}
+    model = {f"model.{k}": v for k, v in dataclasses.asdict(config.model).items()}
+    return {
+        "cuma_version": __version__,
+        "method": method,
+        **model,
+        **data,
+        "data.train_sample_sha256": sample,
+        f"adapter_overrides.{method}": config.adapter_overrides.get(method, {}),
+    }

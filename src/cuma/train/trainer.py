@@ -2,14 +2,15 @@
 
 Public API::
 
-    train(prepared, dataset, collate_fn, config, output_dir, *, resume=False, on_step=None) -> TrainResult
+    train(prepared, dataset, collate_fn, config, output_dir, *, resume=False, run_identity=None,
+          allow_changed=(), on_step=None) -> TrainResult
 
 ``dataset`` is any sized sequence of examples and ``collate_fn`` turns a list of them into a dict with
 ``input_ids``, ``attention_mask``, ``labels`` (-100 outside the answer) and, for methods that route on
 the profile, ``demographic_embeds`` [batch, encoder_dim]; ``respondent_id`` / ``question_id`` lists are
 optional and only used to name a batch in errors.
 
-Choices that differ from the reference trainers (reference notes 3.1, 6.1 items 6-8):
+How it trains (docs/design.md, "Training", says where this differs from the authors' trainer):
 
 * Gradient accumulation is done here, not by ``Accelerator(gradient_accumulation_steps=...)``: the
   micro-batches of one optimizer step are fetched first, so the loss is the exact mean over every
@@ -20,7 +21,12 @@ Choices that differ from the reference trainers (reference notes 3.1, 6.1 items 
   ``accelerator.prepare`` (which would step it once per process).
 * A checkpoint stores the data position, optimizer, scheduler and RNG states; a resumed run replays the
   same batches with the same dropout masks and ends with bit-identical weights.
-* Existing checkpoints are never deleted at start: without ``resume`` they are an error.
+* Existing checkpoints are never deleted at start: without ``resume`` they are an error. A resume checks
+  what it resumes: every train setting, the run's shape and the caller's ``run_identity`` (data sample,
+  model, encoder, ...) must equal the checkpoint's, or the run stops listing each difference; settings
+  named in ``allow_changed`` may differ and are recorded. A corrupt or incomplete newest checkpoint is
+  reported by path and the previous one is used.
+* The output directory is locked for the run (`cuma.lock.OutputLock`): a second run into it is refused.
 * A non-finite loss, or a finite loss with a non-finite gradient norm, stops the run and names the step
   and the micro-batches (respondent and question ids when the collator passes them).
 """
@@ -28,6 +34,7 @@ Choices that differ from the reference trainers (reference notes 3.1, 6.1 items 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,10 +48,20 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from cuma.config import TrainConfig
+from cuma.lock import OutputLock
 from cuma.methods import PreparedModel
-from cuma.processes import cpu_only
-from cuma.train.checkpoint import Position, list_checkpoints, load_checkpoint, save_checkpoint
+from cuma.processes import cpu_only, process_state
+from cuma.train.checkpoint import (
+    MODEL_DIR,
+    CheckpointError,
+    Position,
+    list_checkpoints,
+    load_checkpoint,
+    newest_valid_checkpoint,
+    save_checkpoint,
+)
 from cuma.train.data import make_loader
+from cuma.train.layout import train_settings
 from cuma.train.loss import answer_token_loss_sum, count_answer_tokens
 from cuma.train.monitor import hparams, postfix, routing_stats, trackers
 from cuma.train.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
@@ -52,18 +69,31 @@ from cuma.train.optim import StepPlan, build_optimizer, build_scheduler, plan_st
 PRECISIONS = {"bf16": "bf16", "fp32": "no"}  # train.precision -> accelerate mixed_precision
 CHECKPOINT_DIR = "checkpoints"
 
+logger = logging.getLogger("cuma.train")
+
 OnStep = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
 class TrainResult:
-    """What a finished run leaves: the last checkpoint (``load_trained`` reads it) and per-step logs."""
+    """What a finished run leaves: the last checkpoint and per-step logs.
+
+    ``skipped_checkpoints`` names the corrupt or incomplete checkpoints a resume passed over, and
+    ``changed_on_resume`` the settings a resume was allowed to change (setting -> [checkpoint, now]).
+    """
 
     output_dir: Path
     checkpoint: Path
     global_step: int
     plan: StepPlan
     history: list[dict[str, float]] = field(default_factory=list)
+    skipped_checkpoints: list[str] = field(default_factory=list)
+    changed_on_resume: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def model_dir(self) -> Path:
+        """The trained model's folder; `cuma.methods.load_trained` reads it."""
+        return self.checkpoint / MODEL_DIR
 
     @property
     def final_loss(self) -> float:
@@ -78,22 +108,56 @@ def train(
     output_dir: str | Path,
     *,
     resume: bool = False,
+    run_identity: dict[str, Any] | None = None,
+    allow_changed: Iterable[str] = (),
     on_step: OnStep | None = None,
 ) -> TrainResult:
     """Train ``prepared`` on ``dataset``; checkpoints go to ``output_dir/checkpoints``.
 
-    ``resume`` continues from the newest checkpoint there (or starts fresh when there is none).
+    ``resume`` continues from the newest valid checkpoint there (or starts fresh when there is none).
+    ``run_identity`` is everything else that determines the result (JSON values); a resume refuses a
+    checkpoint whose identity differs, except in the ``allow_changed`` keys (``train.lr``, ``data.seed``...).
     ``on_step(global_step, logs)`` runs after each optimizer step and its checkpoint, if any.
     """
     if not prepared.trainable:
         raise ValueError(f"method {prepared.name!r} has nothing to train")
     output_dir = Path(output_dir)
+    with OutputLock(output_dir, main_process=process_state().is_main_process):
+        return _train(
+            prepared,
+            dataset,
+            collate_fn,
+            config,
+            output_dir,
+            resume,
+            run_identity or {},
+            allow_changed,
+            on_step,
+        )
+
+
+def _train(
+    prepared: PreparedModel,
+    dataset: Sequence[Any],
+    collate_fn: Callable[[list[Any]], dict[str, Any]],
+    config: TrainConfig,
+    output_dir: Path,
+    resume: bool,
+    run_identity: dict[str, Any],
+    allow_changed: Iterable[str],
+    on_step: OnStep | None,
+) -> TrainResult:
     root = output_dir / CHECKPOINT_DIR
     existing = list_checkpoints(root)
     if existing and not resume:
         raise FileExistsError(
             f"{root} already holds checkpoints (newest {existing[-1].name}); resume or use a new output_dir"
         )
+    start, skipped = newest_valid_checkpoint(root) if resume else (None, [])
+    for problem in skipped:
+        logger.warning("%s; resuming from an earlier checkpoint", problem)
+    if existing and start is None:
+        raise CheckpointError(f"no valid checkpoint to resume in {root}: " + "; ".join(skipped))
     accelerator = Accelerator(
         cpu=cpu_only(),
         mixed_precision=PRECISIONS[config.precision],
@@ -108,21 +172,25 @@ def train(
     scheduler = build_scheduler(optimizer, config, plan)
     run_shape = {
         "num_examples": len(dataset),
-        "batch_size": config.batch_size,
-        "grad_accum": config.grad_accum,
         "num_processes": accelerator.num_processes,
-        "seed": config.seed,
         "total_steps": plan.total_steps,
+        **train_settings(config),
+        **run_identity,
     }
     position = Position(global_step=0, epoch=0, batch_in_epoch=0)
-    if resume and existing:
-        position = load_checkpoint(accelerator, existing[-1], prepared, optimizer, scheduler, run_shape)
+    changed: dict[str, list[Any]] = {}
+    if start is not None:
+        position, changed = load_checkpoint(
+            accelerator, start, prepared, optimizer, scheduler, run_shape, set(allow_changed)
+        )
+        for key, (before, now) in changed.items():
+            logger.warning("resuming with %s changed from %r to %r (allowed)", key, before, now)
     if trackers(config):
         accelerator.init_trackers("logs", config=hparams(config, prepared.name))
 
     loop = _Loop(accelerator, prepared, model, optimizer, scheduler, config, plan, root, run_shape, on_step)
     try:
-        last = loop.run(loader, sampler, position) or existing[-1]  # None: resumed a finished run
+        last = loop.run(loader, sampler, position) or start  # None: resumed a finished run
     finally:
         accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # undo the autocast patch on forward
         prepared.eval()
@@ -130,7 +198,7 @@ def train(
         # next method of a multi-process `cuma compare` still needs.
         for tracker in accelerator.trackers:
             tracker.finish()
-    return TrainResult(output_dir, last, loop.global_step, plan, loop.history)
+    return TrainResult(output_dir, last, loop.global_step, plan, loop.history, skipped, changed)
 
 
 class _Loop:

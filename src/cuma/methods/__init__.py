@@ -1,0 +1,29 @@
+"""Methods: every baseline and variant is a name in the config (`registry`), built on a base model by
+one builder per kind (`builders`) into a `PreparedModel` with one call signature and one save format
+(`prepared`)."""
+
+from cuma.methods.builders import BUILDERS, build_method, load_trained
+from cuma.methods.prepared import MethodOutput, PreparedModel, base_identity
+from cuma.methods.registry import (
+    METHODS,
+    MethodSpec,
+    check_methods,
+    get_method,
+    method_overrides,
+    persona_in_prompt,
+)
+
+__all__ = [
+    "BUILDERS",
+    "METHODS",
+    "MethodOutput",
+    "MethodSpec",
+    "PreparedModel",
+    "base_identity",
+    "build_method",
+    "check_methods",
+    "get_method",
+    "load_trained",
+    "method_overrides",
+    "persona_in_prompt",
+]

@@ -1,0 +1,119 @@
+"""The registry of methods: every baseline and variant is a name in the config, not a script.
+
+What each method sees (the paper's ablations hinge on it):
+
+* ``base`` never sees the profile: the generic-assistant prompt ("vanilla" in the paper).
+* ``persona`` and ``few-shot`` always see it in the system prompt; few-shot adds k answered
+  questions from training respondents of the same main group (``cuma.evaluation.few_shot``).
+* Every trained method follows ``data.persona_in_prompt`` (default True, the paper's setting), so the
+  dense and mixture baselines get exactly the demographic text CuMA gets (docs/design.md, "Data").
+* ``cuma``, ``cuma-soft`` and ``demographic-only`` also route on the encoder embedding of the profile.
+* ``no-demographic`` removes the routing input for real (the router reads the hidden state only) and
+  keeps the persona prompt, so against ``cuma`` it isolates the routing signal. The paper's released
+  "w/o demographic" run instead kept the routing and dropped the persona; reproduce that with
+  ``cuma`` and ``data.persona_in_prompt=false``.
+* ``majority``, ``cell-majority`` and ``logistic`` are the non-LLM reference points; they are listed
+  here so that one registry validates a config, and are run by the evaluation code, not built here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cuma.config import ExperimentConfig, PrefixConfig
+from cuma.errors import ConfigError
+from cuma.fieldcheck import check_mapping
+
+Kind = Literal["prompt", "adapter", "full", "prefix", "reference"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method's identity: how it is built and whether its prompt carries the profile."""
+
+    name: str
+    kind: Kind
+    description: str
+    persona: bool | None = None  # fixed True/False, or None = follow data.persona_in_prompt
+    preset: str | None = None  # CuMAConfig preset for kind "adapter"
+    few_shot: bool = False
+
+    @property
+    def trainable(self) -> bool:
+        return self.kind in ("adapter", "full", "prefix")
+
+
+_SPECS = [
+    MethodSpec("base", "prompt", "base model, generic system prompt, no training", persona=False),
+    MethodSpec("persona", "prompt", "base model, profile in the system prompt, no training", persona=True),
+    MethodSpec(
+        "few-shot",
+        "prompt",
+        "persona prompt plus k answered questions of the same group",
+        persona=True,
+        few_shot=True,
+    ),
+    MethodSpec("lora", "adapter", "dense LoRA (one expert, no router)", preset="lora"),
+    MethodSpec("full", "full", "full fine-tuning of every base weight"),
+    MethodSpec("prefix", "prefix", "prefix tuning (PEFT), 32 virtual tokens"),
+    MethodSpec("hydralora", "adapter", "HydraLoRA: shared A, soft hidden-state gate", preset="hydralora"),
+    MethodSpec(
+        "mixlora", "adapter", "MixLoRA: per-expert A and B, top-2 hidden-state gate", preset="mixlora"
+    ),
+    MethodSpec(
+        "cuma", "adapter", "CuMA: top-2 of 8 experts, router on hidden state + profile", preset="cuma"
+    ),
+    MethodSpec("cuma-soft", "adapter", "CuMA with all experts softmax-weighted", preset="cuma-soft"),
+    MethodSpec("demographic-only", "adapter", "CuMA routed on the profile alone", preset="demographic-only"),
+    MethodSpec("no-demographic", "adapter", "CuMA routed on the hidden state alone", preset="no-demographic"),
+    MethodSpec("majority", "reference", "population majority answer per question"),
+    MethodSpec("cell-majority", "reference", "majority answer of the respondent's demographic cell"),
+    MethodSpec("logistic", "reference", "multinomial logistic regression per question on the profile"),
+]
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def check_methods(names: Iterable[str], config: ExperimentConfig | None = None) -> None:
+    """Fail before any work on an unknown method, or on adapter overrides that no build would accept."""
+    for name in names:
+        get_method(name)
+    if config is not None:
+        for name, overrides in config.adapter_overrides.items():
+            if name not in METHODS:
+                raise ValueError(
+                    f"adapter_overrides.{name}: unknown method; known methods: {', '.join(METHODS)}"
+                )
+            method_overrides(METHODS[name], overrides)
+
+
+def method_overrides(spec: MethodSpec, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``adapter_overrides.<method>`` checked against the method's config class, each value by its type.
+
+    The mapping is free-form in ``ExperimentConfig``; here its fields are those of `CuMAConfig` for
+    adapters and `PrefixConfig` for prefix tuning, typed by their declarations.
+    """
+    where = f"adapter_overrides.{spec.name}"
+    if not overrides:
+        return {}
+    if spec.kind == "adapter":
+        from cuma.adapter import CuMAConfig
+
+        settings: type = CuMAConfig
+    elif spec.kind == "prefix":
+        settings = PrefixConfig
+    else:
+        raise ConfigError(f"{where}: method {spec.name!r} ({spec.kind}) has no adapter to configure")
+    return check_mapping(settings, overrides, f"{where}.")
+
+
+def persona_in_prompt(name: str, config: ExperimentConfig) -> bool:
+    spec = get_method(name)
+    return config.data.persona_in_prompt if spec.persona is None else spec.persona
