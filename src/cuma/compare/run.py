@@ -58,7 +58,7 @@ def run_comparison(
     temporary directory that is deleted afterwards. Otherwise they stay in ``<output_dir>/train``, and
     ``resume`` continues from them; without it, leftover checkpoints are an error before any work, so a
     changed config never silently reuses old weights. Every setting is checked before any model work
-    (`cuma.compare.preflight`). The report directory is locked for the run, and one holding a previous
+    (`cuma.preflight`). The report directory is locked for the run, and one holding a previous
     report is refused unless ``resume`` or ``overwrite`` (which moves the old report aside first), see
     `cuma.compare.report_dir`.
     """
@@ -104,7 +104,7 @@ def _compare(
         base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
     check_letters(tokenizer, data)
     if resume:
-        check_resume(train_root, config, methods, base)
+        check_resume(train_root, config, methods, base, data)
     with clock.stage(f"encode profiles ({config.model.encoder})"):
         encoder = make_encoder(config.model)
         data = data.with_embeddings(encoder)
@@ -113,7 +113,7 @@ def _compare(
         data,
         base,
         tokenizer,
-        encoder.dim,
+        encoder,
         fields,
         main_group,
         config.eval.cell_fields or fields,
