@@ -18,6 +18,7 @@ from cuma.config import ExperimentConfig
 from cuma.errors import ConfigError
 from cuma.models import load_base_model
 from cuma.quick import RandomProfileEncoder, quick_config
+from cuma.train.cli import train_method
 
 LLM_METHODS = ["base", "persona", "lora", "cuma"]
 REFERENCES = ["logistic", "majority", "cell-majority"]
@@ -75,7 +76,7 @@ def test_every_method_and_reference_is_scored_on_both_splits(results):
 
 def test_runs_record_each_methods_resolved_settings(report, results):
     runs = {run["method"]: run for run in results["runs"]}
-    expected = CuMAConfig.from_preset("lora", rank=64, alpha=128).to_dict()  # the default config's overrides
+    expected = CuMAConfig.from_preset("lora", rank=64, alpha=128).settings()  # the default config overrides
     assert runs["lora"]["adapter_config"] == json.loads(json.dumps(expected))
     assert runs["cuma"]["adapter_config"]["demographic_input_dim"] == RandomProfileEncoder().dim
     assert runs["base"]["adapter_config"] is None and runs["majority"]["adapter_config"] is None
@@ -246,14 +247,42 @@ def test_multi_token_option_letters_fail_before_any_method_runs(tmp_path, monkey
 
 
 def test_resume_refuses_checkpoints_of_another_base_model_up_front(tmp_path, monkeypatch):
-    checkpoint = tmp_path / "run" / "train" / "lora-seed42" / "checkpoints" / "step-00000004"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text("{}")
-    (checkpoint / "method.json").write_text(json.dumps({"method": "lora", "base": {"model_type": "gpt2"}}))
+    config = quick_settings(tmp_path / "run", "methods=[lora]", "train.max_steps=1")
+    train_method(config, "lora")  # a real checkpoint of tiny-llama in run/train/lora-seed42
     monkeypatch.setattr("cuma.compare.run.MethodRunner", None)
-    config = quick_settings(tmp_path / "run")
-    with pytest.raises(ValueError, match=r"method\.json: written for base model \{'model_type': 'gpt2'\}"):
-        run_comparison(config, resume=True)
+    with pytest.raises(
+        ValueError, match=r"model: written for base model .*'model_type': 'llama'.* loads .*'qwen3'"
+    ):
+        run_comparison(config.with_overrides(["model.name=tiny-qwen3"]), resume=True)
+
+
+def test_resume_refuses_a_changed_learning_rate_or_data_seed_up_front(tmp_path, monkeypatch):
+    config = quick_settings(tmp_path / "run", "methods=[lora]", "train.max_steps=1")
+    train_method(config, "lora")
+    monkeypatch.setattr("cuma.compare.run.MethodRunner", None)
+    with pytest.raises(ValueError, match=r"train\.lr: checkpoint 0\.005, this run 0\.1"):
+        run_comparison(config.with_overrides(["train.lr=0.1"]), resume=True)
+    with pytest.raises(ValueError, match=r"data\.seed: checkpoint 0, this run 7.*data\.train_sample_sha256"):
+        run_comparison(config.with_overrides(["data.seed=7"]), resume=True)
+
+
+def test_resume_falls_back_from_a_corrupt_newest_checkpoint(tmp_path):
+    config = quick_settings(tmp_path / "run", "methods=[lora]", "train.max_steps=2", "train.save_every=1")
+    train_method(config, "lora")
+    root = tmp_path / "run" / "train" / "lora-seed42" / "checkpoints"
+    weights = root / "step-00000002" / "model" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x10  # one flipped bit
+    weights.write_bytes(bytes(data))
+    result = train_method(config, "lora", resume=True)
+    assert result.global_step == 2 and result.checkpoint.name == "step-00000002"
+    assert (
+        len(result.skipped_checkpoints) == 1 and "adapter_model.safetensors" in result.skipped_checkpoints[0]
+    )
+    (root / "step-00000001" / "trainer_state.json").write_text("{")  # truncated
+    (root / "step-00000002" / "optimizer.json").write_text("")
+    with pytest.raises(ValueError, match=r"no valid checkpoint to resume .*trainer_state.json"):
+        train_method(config, "lora", resume=True)
 
 
 def test_validation_scoring_is_labelled_in_the_report(tmp_path, report):

@@ -21,6 +21,11 @@ COMMANDS = {
     "compare": ("cuma.compare.cli", "train and evaluate methods on a survey and write a comparison report"),
     "data": ("cuma.data.cli", "list, show and export the survey and preference datasets"),
     "demo": ("cuma.demo", "build a real model with a CuMA adapter and show its parameters and routing"),
+    "export": ("cuma.export", "write a saved adapter as plain PEFT LoRA folders, one per profile"),
+    "serve": (
+        "cuma.serve.cli",
+        "an OpenAI-compatible server: each request answered with its speaker's profile",
+    ),
     "train": (
         "cuma.train.cli",
         "fine-tune one method (cuma, lora, ...) on a survey, with checkpoints and --resume",

@@ -261,3 +261,15 @@ def make_encoder(config: ModelConfig) -> DemographicEncoder | RandomProfileEncod
     if config.encoder == RANDOM_ENCODER:
         return RandomProfileEncoder()
     return DemographicEncoder(config.encoder, pooling=config.encoder_pooling)
+
+
+def encoder_for_adapter(directory: str | Path) -> DemographicEncoder | RandomProfileEncoder:
+    """The encoder a saved adapter records (`DemographicEncoder.from_adapter`), or the quick run's stand-in
+    when the adapter was trained with it."""
+    from cuma.adapter import read_config
+    from cuma.quick import RANDOM_ENCODER, RandomProfileEncoder
+
+    encoder = read_config(directory).encoder
+    if encoder is not None and encoder["name_or_path"] == RANDOM_ENCODER:
+        return RandomProfileEncoder(encoder["dim"])
+    return DemographicEncoder.from_adapter(directory)

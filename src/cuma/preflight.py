@@ -25,6 +25,7 @@ from cuma.methods import base_identity, check_methods, get_method, method_overri
 from cuma.sidecar import read_sidecar
 from cuma.train.checkpoint import (
     MODEL_DIR,
+    CheckpointError,
     check_run_shape,
     list_checkpoints,
     newest_valid_checkpoint,
@@ -94,8 +95,11 @@ def check_resume(
             continue
         persona = persona_in_prompt(name, config)
         for seed in config.seeds:
-            start, _ = newest_valid_checkpoint(train_dir(train_root, name, seed) / CHECKPOINT_DIR)
+            root = train_dir(train_root, name, seed) / CHECKPOINT_DIR
+            start, skipped = newest_valid_checkpoint(root)
             if start is None:
+                if skipped:
+                    raise CheckpointError(f"no valid checkpoint to resume in {root}: " + "; ".join(skipped))
                 continue
             saved_base = read_sidecar(start / MODEL_DIR, verify=False).get("base_model")
             if saved_base != expected_base:

@@ -28,6 +28,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue training from checkpoints left in output_dir"
     )
+    parser.add_argument(
+        "--resume-changed",
+        nargs="+",
+        default=(),
+        metavar="FIELD",
+        help="settings (e.g. data.n_train) a --resume may change on purpose; any other change is an error",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="move a previous report in output_dir aside to <output_dir>.old-<timestamp> first",
+    )
     parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
     parser.epilog = config_help()
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -42,7 +54,13 @@ def main(args: argparse.Namespace) -> None:
     from cuma.processes import log_from_main_process
 
     main_process = log_from_main_process()
-    out = run_comparison(config, quick=args.quick, resume=args.resume)
+    out = run_comparison(
+        config,
+        quick=args.quick,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        resume_changed=args.resume_changed,
+    )
     if main_process:
         print("\n".join(markdown_table(out / "results.json")))
         print(f"\nreport: {out / 'report.md'} and {out / 'report.html'}")

@@ -67,7 +67,8 @@ class MethodRunner:
         fields: profile fields the group metrics use; ``main_group`` the one for macro accuracy.
         cell_fields: the cell-majority reference's cell.
         train_root: where each trained method's checkpoints go (`train_dir`).
-        resume: continue training from checkpoints found there.
+        resume: continue training from checkpoints found there; ``resume_changed`` names the settings
+            such a resume may change on purpose.
     """
 
     config: ExperimentConfig
@@ -80,6 +81,7 @@ class MethodRunner:
     cell_fields: list[str]
     train_root: Path
     resume: bool = False
+    resume_changed: tuple[str, ...] = ()
     clock: Stopwatch = field(default_factory=Stopwatch)
 
     def run(self, name: str, seed: int) -> MethodResult:
@@ -112,6 +114,7 @@ class MethodRunner:
                     train_dir(self.train_root, name, seed),
                     resume=self.resume,
                     run_identity=run_identity(config, name, examples),
+                    allow_changed=self.resume_changed,
                 )
             train_seconds = self.clock.timings[stage]
         # Training (accelerate) already runs on this process's device; scoring follows it.

@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,11 @@ logger = logging.getLogger("cuma.compare")
 
 
 def run_comparison(
-    config: ExperimentConfig, quick: bool = False, resume: bool = False, overwrite: bool = False
+    config: ExperimentConfig,
+    quick: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    resume_changed: Sequence[str] = (),
 ) -> Path:
     """Run the comparison ``config`` describes and return its report directory (``config.output_dir``).
 
@@ -60,7 +64,7 @@ def run_comparison(
     changed config never silently reuses old weights. Every setting is checked before any model work
     (`cuma.preflight`). The report directory is locked for the run, and one holding a previous
     report is refused unless ``resume`` or ``overwrite`` (which moves the old report aside first), see
-    `cuma.compare.report_dir`.
+    `cuma.compare.report_dir`. ``resume_changed`` names settings a resume may change on purpose.
     """
     methods = list(dict.fromkeys([*config.methods, *REFERENCE_BASELINES]))
     check_settings(config, methods)
@@ -68,11 +72,11 @@ def run_comparison(
     with locked_report_dir(out, resume=resume, overwrite=overwrite):
         if quick:
             with _shared_temporary_dir("cuma-quick-train-") as train_root:
-                return _compare(config, methods, train_root, quick, resume)
+                return _compare(config, methods, train_root, quick, resume, resume_changed)
         train_root = out / "train"
         if not resume:
             check_fresh(train_root, config, methods)
-        return _compare(config, methods, train_root, quick, resume)
+        return _compare(config, methods, train_root, quick, resume, resume_changed)
 
 
 @contextlib.contextmanager
@@ -89,7 +93,12 @@ def _shared_temporary_dir(prefix: str) -> Iterator[Path]:
 
 
 def _compare(
-    config: ExperimentConfig, methods: list[str], train_root: Path, quick: bool, resume: bool
+    config: ExperimentConfig,
+    methods: list[str],
+    train_root: Path,
+    quick: bool,
+    resume: bool,
+    resume_changed: Sequence[str] = (),
 ) -> Path:
     out = Path(config.output_dir)
     clock = Stopwatch()
@@ -104,7 +113,7 @@ def _compare(
         base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
     check_letters(tokenizer, data)
     if resume:
-        check_resume(train_root, config, methods, base, data)
+        check_resume(train_root, config, methods, base, data, resume_changed)
     with clock.stage(f"encode profiles ({config.model.encoder})"):
         encoder = make_encoder(config.model)
         data = data.with_embeddings(encoder)
@@ -119,6 +128,7 @@ def _compare(
         config.eval.cell_fields or fields,
         train_root,
         resume,
+        tuple(resume_changed),
         clock,
     )
     first = config.seeds[0]

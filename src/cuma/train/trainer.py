@@ -26,7 +26,7 @@ How it trains (docs/design.md, "Training", says where this differs from the auth
   model, encoder, ...) must equal the checkpoint's, or the run stops listing each difference; settings
   named in ``allow_changed`` may differ and are recorded. A corrupt or incomplete newest checkpoint is
   reported by path and the previous one is used.
-* The output directory is locked for the run (`cuma.lock.OutputLock`): a second run into it is refused.
+* The output directory is locked for the run (`cuma.lock.group_lock`): a second run into it is refused.
 * A non-finite loss, or a finite loss with a non-finite gradient norm, stops the run and names the step
   and the micro-batches (respondent and question ids when the collator passes them).
 """
@@ -48,9 +48,9 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from cuma.config import TrainConfig
-from cuma.lock import OutputLock
+from cuma.lock import group_lock
 from cuma.methods import PreparedModel
-from cuma.processes import cpu_only, process_state
+from cuma.processes import cpu_only
 from cuma.train.checkpoint import (
     MODEL_DIR,
     CheckpointError,
@@ -122,7 +122,7 @@ def train(
     if not prepared.trainable:
         raise ValueError(f"method {prepared.name!r} has nothing to train")
     output_dir = Path(output_dir)
-    with OutputLock(output_dir, main_process=process_state().is_main_process):
+    with group_lock(output_dir):
         return _train(
             prepared,
             dataset,
