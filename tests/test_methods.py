@@ -4,12 +4,14 @@ import dataclasses
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 
 from cuma.adapter import ParameterReport
 from cuma.config import ExperimentConfig
 from cuma.methods import METHODS, build_method, check_methods, load_trained, persona_in_prompt
 from cuma.quick import RandomProfileEncoder
 from cuma.tiny import tiny_model
+from cuma.train import train
 from train_toys import run, toy_collate, toy_config, toy_method, toy_rows, weights
 
 TRAINABLE = [name for name, spec in METHODS.items() if spec.trainable]
@@ -155,6 +157,17 @@ def test_saved_weights_refuse_another_base_and_altered_files(tmp_path):
         load_trained(tmp_path, tiny_model())
 
 
-def test_full_fine_tuning_refuses_a_bfloat16_base():
-    with pytest.raises(ValueError, match=r"torch.bfloat16 small updates round away.*model.dtype=float32"):
-        build_method("full", tiny_model().to(torch.bfloat16), ExperimentConfig())
+def test_full_fine_tuning_of_a_bfloat16_base_trains_float32_master_weights(tmp_path):
+    """At lr 5e-6 most bf16 weight updates would round away; the float32 master weights keep them."""
+    AcceleratorState._reset_state(reset_partial_state=True)  # bf16 here, fp32 in the other tests
+    config = toy_config(max_steps=3, lr=5e-6, precision="bf16")
+    base = tiny_model().to(torch.bfloat16)
+    before = {k: v.float().clone() for k, v in base.state_dict().items()}
+    prepared = build_method("full", base, config)
+    assert all(p.dtype == torch.float32 for p in prepared.parameters())
+    train(prepared, toy_rows(), toy_collate, config.train, tmp_path)
+    after = prepared.model.state_dict()
+    # Embedding rows of tokens the toy data never uses get no gradient; every other weight must move.
+    layers = [k for k in before if ".layers." in k]
+    changed = sum(int((after[k] != before[k]).sum()) for k in layers)
+    assert changed / sum(before[k].numel() for k in layers) > 0.95

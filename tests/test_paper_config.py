@@ -54,15 +54,3 @@ def test_paper_config_gives_the_papers_parameter_shares(
     report = prepared.parameter_report()
     assert report.base_parameters == 8_190_735_360
     assert f"{report.percent():.2f}" == percent
-
-
-def test_full_fine_tuning_of_a_half_precision_base_is_refused_before_any_model_loads() -> None:
-    from cuma.errors import ConfigError
-    from cuma.preflight import check_settings
-
-    config = ExperimentConfig.from_yaml(PAPER, ["methods=[full]"])
-    with pytest.raises(
-        ConfigError, match=r"model.dtype='bfloat16': full fine-tuning .*set model.dtype=float32"
-    ):
-        check_settings(config, ["full"])
-    check_settings(config.with_overrides(["model.dtype=float32"]), ["full"])

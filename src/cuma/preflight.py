@@ -40,12 +40,6 @@ def check_settings(config: ExperimentConfig, methods: Sequence[str]) -> None:
     check_methods(methods, config)
     for name in methods:
         _check_adapter(name, config)
-        if get_method(name).kind == "full" and config.model.dtype != "float32":
-            raise ConfigError(
-                f"method {name!r} with model.dtype={config.model.dtype!r}: full fine-tuning updates every "
-                "base weight with AdamW, and in half precision small updates round away (no float32 master "
-                "copy is kept); set model.dtype=float32 (train.precision=bf16 still computes in bf16)"
-            )
 
 
 def check_fields(config: ExperimentConfig, fields: list[str], main_group: str, known: list[str]) -> None:

@@ -9,6 +9,7 @@ the saved settings, and loads its weights: one call for every method.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from cuma.errors import ConfigError
 from cuma.methods.prepared import PreparedModel, base_identity
 from cuma.methods.registry import MethodSpec, check_methods, get_method, method_overrides, persona_in_prompt
 from cuma.sidecar import read_sidecar
+
+logger = logging.getLogger("cuma.methods")
 
 Builder = Callable[[MethodSpec, nn.Module, dict[str, Any], bool], PreparedModel]
 
@@ -119,13 +122,17 @@ def _build_prefix(
 
 
 def _build_full(spec: MethodSpec, base: nn.Module, settings: dict[str, Any], persona: bool) -> PreparedModel:
-    low = sorted({str(p.dtype) for p in base.parameters() if p.dtype != torch.float32})
+    """Every base weight trains, in float32: AdamW's small updates round away in bf16 or fp16 weights, so a
+    half-precision base is upcast once (the float32 master weights; ``train.precision=bf16`` still
+    computes in bf16 under autocast), and the saved model is float32."""
+    low = sorted({str(p.dtype) for p in base.parameters() if p.dtype in (torch.bfloat16, torch.float16)})
     if low:
-        raise ConfigError(
-            f"full fine-tuning updates every base weight with AdamW, and in {', '.join(low)} small updates "
-            "round away (no float32 master copy is kept); load the base model in float32 "
-            "(model.dtype=float32) and use train.precision=bf16 for bf16 compute"
+        logger.warning(
+            "full fine-tuning: upcasting the %s base model to float32 master weights (%s parameters)",
+            ", ".join(low),
+            f"{sum(p.numel() for p in base.parameters()):,}",
         )
+        base.float()
     base.requires_grad_(True)
     return PreparedModel(spec, base, base_identity(base), persona)
 
