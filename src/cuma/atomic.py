@@ -50,7 +50,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise write_error(path, err) from err
     try:
         yield tmp
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
@@ -79,7 +79,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         yield tmp
         for file in tmp.rglob("*"):
             if file.is_file():
-                _fsync(file)
+                fsync_path(file)
         if path.exists():
             old = _temporary_name(path)
             path.rename(old)
@@ -118,7 +118,8 @@ def _temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or directory to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -132,4 +133,4 @@ def _fsync_directory(directory: Path) -> None:
     if os.name == "nt":
         return
     with contextlib.suppress(OSError):
-        _fsync(directory)
+        fsync_path(directory)

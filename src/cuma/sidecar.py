@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from cuma.atomic import atomic_write_text
 
 SIDECAR_NAME = "cuma.json"
 
@@ -36,20 +37,7 @@ def write_sidecar(folder: str | Path, record: Mapping[str, Any], files: Iterable
         **record,
         "files": {name: sha256_file(folder / name) for name in files},
     }
-    path = folder / SIDECAR_NAME
-    tmp = folder / f".{SIDECAR_NAME}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def update_sidecar(folder: str | Path, record: Mapping[str, Any]) -> None:
-    """Add ``record``'s keys to an existing sidecar, keeping its checksums."""
-    path = Path(folder) / SIDECAR_NAME
-    data = {**read_sidecar(folder, verify=False), **record}
-    tmp = path.with_name(f".{SIDECAR_NAME}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    return atomic_write_text(folder / SIDECAR_NAME, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_sidecar(folder: str | Path, verify: bool = True) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from peft import PeftModelForCausalLM
 from peft.utils import SAFETENSORS_WEIGHTS_NAME, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import SafetensorError
@@ -101,20 +102,27 @@ def load_adapter_tensors(model: nn.Module, tensors: dict, source: str, adapter_n
     """Copy a saved adapter state dict into a PEFT model after checking that names and shapes match
     exactly (PEFT itself only warns); every problem is listed."""
     expected = get_peft_model_state_dict(model, adapter_name=adapter_name, save_embedding_layers=False)
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    misshaped = [
-        f"{k}: {tuple(tensors[k].shape)} (expected {tuple(expected[k].shape)})"
-        for k in sorted(set(expected) & set(tensors))
-        if tensors[k].shape != expected[k].shape
-    ]
-    problems = [
-        f"{label}: {keys[:6]}" for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys
-    ]
-    if misshaped:
-        problems.append(f"mis-shaped: {misshaped[:6]}")
+    problems = tensor_problems({k: v.shape for k, v in expected.items()}, tensors)
     if problems:
         raise ValueError(f"{source} does not fit this adapter; " + "; ".join(problems))
     set_peft_model_state_dict(model, tensors, adapter_name=adapter_name)
+
+
+def tensor_problems(
+    expected: dict[str, torch.Size],
+    tensors: dict[str, torch.Tensor],
+    ignore_missing: frozenset[str] = frozenset(),
+) -> list[str]:
+    """Every way ``tensors`` fail to match the ``expected`` names and shapes, one entry per kind."""
+    missing = sorted(set(expected) - set(tensors) - ignore_missing)
+    unexpected = sorted(set(tensors) - set(expected))
+    misshaped = [
+        f"{k}: {tuple(tensors[k].shape)} (expected {tuple(expected[k])})"
+        for k in sorted(set(expected) & set(tensors))
+        if tensors[k].shape != expected[k]
+    ]
+    listed = (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+    return [f"{label}: {keys[:6]}" for label, keys in listed if keys]
 
 
 def read_config(directory: str | Path) -> CuMAConfig:

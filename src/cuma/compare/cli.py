@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cuma.config import config_help
-from cuma.train.cli import load_config
+from cuma.train.cli import add_run_arguments, load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "compare-default.yaml"
 
@@ -20,29 +19,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, help=f"experiment YAML (default: {DEFAULT_CONFIG.name}, the main job)"
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="same pipeline on a tiny random model and a small sample, into <output_dir>-quick (seconds)",
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue training from checkpoints left in output_dir"
-    )
-    parser.add_argument(
-        "--resume-changed",
-        nargs="+",
-        default=(),
-        metavar="FIELD",
-        help="settings (e.g. data.n_train) a --resume may change on purpose; any other change is an error",
+    add_run_arguments(
+        parser, "same pipeline on a tiny random model and a small sample, into <output_dir>-quick (seconds)"
     )
     parser.add_argument(
         "--overwrite",
         action="store_true",
         help="move a previous report in output_dir aside to <output_dir>.old-<timestamp> first",
     )
-    parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
-    parser.epilog = config_help()
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.set_defaults(func=main)
 
 

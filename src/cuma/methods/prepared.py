@@ -25,7 +25,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from cuma.adapter import ParameterReport
-from cuma.adapter.peft_model import load_adapter_tensors
+from cuma.adapter.peft_model import load_adapter_tensors, tensor_problems
 from cuma.methods.registry import MethodSpec
 from cuma.sidecar import read_sidecar, write_sidecar
 
@@ -205,15 +205,11 @@ def _load_full(model: nn.Module, directory: Path, files: dict[str, str]) -> None
     for name in files:
         tensors.update(load_file(directory / name))
     state = model.state_dict()
-    unexpected = sorted(set(tensors) - set(state))
     saved_storage = {state[k].data_ptr() for k in tensors if k in state}
-    missing = sorted(k for k in set(state) - set(tensors) if state[k].data_ptr() not in saved_storage)
-    misshaped = [k for k in set(tensors) & set(state) if tensors[k].shape != state[k].shape]
-    if missing or unexpected or misshaped:
-        raise ValueError(
-            f"{directory}: weights do not fit this model (missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}, mis-shaped {sorted(misshaped)[:5]})"
-        )
+    tied = frozenset(k for k in set(state) - set(tensors) if state[k].data_ptr() in saved_storage)
+    problems = tensor_problems({k: v.shape for k, v in state.items()}, tensors, ignore_missing=tied)
+    if problems:
+        raise ValueError(f"{directory}: the weights do not fit this model; " + "; ".join(problems))
     model.load_state_dict(tensors, strict=False)
 
 

@@ -32,6 +32,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+from cuma.atomic import atomic_write_text, fsync_path
 from cuma.methods import PreparedModel
 from cuma.sidecar import sha256_file
 
@@ -280,25 +281,12 @@ def newest_valid_checkpoint(root: Path) -> tuple[Path | None, list[str]]:
 def _write_manifest(directory: Path) -> None:
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
     manifest = {str(p.relative_to(directory)): sha256_file(p) for p in files}
-    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    atomic_write_text(directory / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True))
 
 
 def _fsync_tree(directory: Path) -> None:
-    for path in directory.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    for folder in [p for p in directory.rglob("*") if p.is_dir()]:
-        _fsync_dir(folder)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    for path in [*directory.rglob("*"), directory]:
+        fsync_path(path)
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -311,4 +299,4 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_path(final.parent)

@@ -32,25 +32,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method", help="method to train (see cuma.methods.METHODS), or override method=NAME"
     )
+    add_run_arguments(parser, "the same run on a tiny random model and a small sample (seconds)")
+    parser.set_defaults(func=main)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    """The options `cuma train` and `cuma compare` share: --quick, --resume, --resume-changed, the
+    overrides, and the generated list of config fields."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument(
-        "--resume", action="store_true", help="continue from the newest checkpoint of this run"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="the same run on a tiny random model and a small sample (seconds)",
+        "--resume", action="store_true", help="continue from the newest checkpoints of this run"
     )
     parser.add_argument(
         "--resume-changed",
-        nargs="+",
-        default=(),
+        action="append",
+        default=[],
         metavar="FIELD",
-        help="settings (e.g. data.n_train) a --resume may change on purpose; any other change is an error",
+        help="a setting (e.g. data.n_train) a --resume may change on purpose, once per setting; any other "
+        "change is an error",
     )
     parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
     parser.epilog = config_help()
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> None:
