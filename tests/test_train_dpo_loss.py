@@ -1,12 +1,14 @@
 """DPO losses against hand-computed formulas, their gradient direction, and the log-prob helpers."""
 
 import math
+from typing import get_args
 
 import pytest
 import torch
 from trl.trainer.utils import selective_log_softmax
 
-from cuma.train.dpo_loss import DPO_LOSS_TYPES, DPOLossConfig, dpo_loss, sequence_logps, token_logps
+from cuma.config import DPOConfig, DPOLoss
+from cuma.train.dpo_loss import dpo_loss, sequence_logps, token_logps
 
 # Two pairs: log-probs of chosen/rejected responses under the policy and the reference.
 POLICY_CHOSEN = [-4.0, -7.0]
@@ -39,7 +41,7 @@ def log_ratios(i):
 @pytest.mark.parametrize("eps", [0.0, 0.2])
 def test_sigmoid_loss_with_label_smoothing(eps):
     beta = 0.5
-    _, out = run(DPOLossConfig(beta=beta, label_smoothing=eps))
+    _, out = run(DPOConfig(beta=beta, label_smoothing=eps))
     for i in range(2):
         chosen, rejected = log_ratios(i)
         delta = beta * (chosen - rejected)
@@ -49,18 +51,18 @@ def test_sigmoid_loss_with_label_smoothing(eps):
 
 def test_ipo_loss_is_length_normalised_and_needs_token_counts():
     beta = 0.25
-    _, out = run(DPOLossConfig(beta=beta, loss_type="ipo"))
+    _, out = run(DPOConfig(beta=beta, loss_type="ipo"))
     for i in range(2):
         chosen, rejected = log_ratios(i)
         expected = (chosen / TOKENS_CHOSEN[i] - rejected / TOKENS_REJECTED[i] - 1 / (2 * beta)) ** 2
         assert out.losses[i].item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="ipo loss needs chosen_tokens and rejected_tokens"):
-        dpo_loss(*inputs(), DPOLossConfig(loss_type="ipo"))
+        dpo_loss(*inputs(), DPOConfig(loss_type="ipo"))
 
 
 def test_hinge_loss():
     beta = 1.0
-    _, out = run(DPOLossConfig(beta=beta, loss_type="hinge"))
+    _, out = run(DPOConfig(beta=beta, loss_type="hinge"))
     expected = [max(0.0, 1 - beta * (c - r)) for c, r in map(log_ratios, range(2))]
     assert out.losses.tolist() == pytest.approx(expected)
     assert out.losses[0].item() == 0.0  # past the margin: beta * delta = 1.5 > 1
@@ -68,7 +70,7 @@ def test_hinge_loss():
 
 def test_rewards_accuracies_and_margins():
     beta = 0.1
-    _, out = run(DPOLossConfig(beta=beta))
+    _, out = run(DPOConfig(beta=beta))
     chosen = [beta * log_ratios(i)[0] for i in range(2)]
     rejected = [beta * log_ratios(i)[1] for i in range(2)]
     assert out.chosen_rewards.tolist() == pytest.approx(chosen)
@@ -76,14 +78,14 @@ def test_rewards_accuracies_and_margins():
     assert out.accuracies.tolist() == [1.0, 0.0]
     assert out.margins.tolist() == pytest.approx([c - r for c, r in zip(chosen, rejected, strict=True)])
     assert not out.chosen_rewards.requires_grad
-    metrics = run(DPOLossConfig(beta=beta), requires_grad=True)[1].metrics()
+    metrics = run(DPOConfig(beta=beta), requires_grad=True)[1].metrics()
     assert metrics["rewards/accuracies"] == 0.5
     assert metrics["loss"] == pytest.approx(out.losses.mean().item())
 
 
-@pytest.mark.parametrize("loss_type", DPO_LOSS_TYPES)
+@pytest.mark.parametrize("loss_type", get_args(DPOLoss))
 def test_lowering_the_rejected_log_prob_lowers_the_loss(loss_type):
-    config = DPOLossConfig(beta=0.1, loss_type=loss_type)  # every pair inside the hinge margin
+    config = DPOConfig(beta=0.1, loss_type=loss_type)  # every pair inside the hinge margin
     (chosen, rejected, *_), out = run(config, requires_grad=True)
     out.losses.sum().backward()
     assert (rejected.grad > 0).all() and (chosen.grad < 0).all()
@@ -94,14 +96,14 @@ def test_lowering_the_rejected_log_prob_lowers_the_loss(loss_type):
 
 
 def test_bad_settings_and_shapes_are_errors():
-    with pytest.raises(ValueError, match="loss_type must be one of"):
-        DPOLossConfig(loss_type="kto")
-    with pytest.raises(ValueError, match="beta must be > 0"):
-        DPOLossConfig(beta=0.0)
-    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 0.5\)"):
-        DPOLossConfig(label_smoothing=0.5)
+    with pytest.raises(ValueError, match=r"loss_type=.*expected"):
+        DPOConfig(loss_type="kto")
+    with pytest.raises(ValueError, match=r"beta=0\.0: must be a positive"):
+        DPOConfig(beta=0.0)
+    with pytest.raises(ValueError, match=r"label_smoothing=0.5: must be in \[0, 0.5\)"):
+        DPOConfig(label_smoothing=0.5)
     with pytest.raises(ValueError, match="applies to the sigmoid loss only"):
-        DPOLossConfig(loss_type="hinge", label_smoothing=0.1)
+        DPOConfig(loss_type="hinge", label_smoothing=0.1)
     a, b, c, _ = inputs()
     with pytest.raises(ValueError, match="four tensors of one shape"):
         dpo_loss(a, b, c, torch.zeros(3))

@@ -34,6 +34,7 @@ from cuma.fieldcheck import (
     NON_NEGATIVE,
     POSITIVE,
     SEED,
+    Check,
     Checked,
     doc,
     field_docs,
@@ -41,6 +42,13 @@ from cuma.fieldcheck import (
 from cuma.yamlio import parse_yaml, read_yaml
 
 Precision = Literal["bf16", "fp32"]
+Objective = Literal["sft", "dpo", "grpo"]
+DPOLoss = Literal["sigmoid", "ipo", "hinge"]
+Pairing = Literal["all", "random", "majority"]
+Reference = Literal["adapters-off", "precomputed"]
+GRPOLoss = Literal["grpo", "dr_grpo", "dapo"]
+ScaleRewards = Literal["group", "batch", "none"]
+Reward = Literal["exact-match", "cell-share"]
 Schedule = Literal[
     "constant",
     "constant_with_warmup",
@@ -210,6 +218,20 @@ class TrainConfig(Checked):
         default_factory=lambda: ["tensorboard"],
         metadata=doc("accelerate trackers to log to; [] or [none] logs nowhere."),
     )
+    objective: Objective = field(
+        default="sft",
+        metadata=doc(
+            "What the trainer optimises: sft (answer tokens), dpo (preference pairs, dpo.*) or grpo "
+            "(sampled answers with rewards, grpo.*)."
+        ),
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata=doc(
+            "A trained model folder to start from (e.g. the SFT run's checkpoints/step-N/model); its method "
+            "and settings must be the run's; null = fresh adapter weights."
+        ),
+    )
 
     def _check(self) -> None:
         if self.warmup_ratio > 0 and self.schedule in NO_WARMUP_SCHEDULES:
@@ -279,6 +301,95 @@ class PrefixConfig(Checked):
     )
 
 
+HALF = Check("in [0, 0.5)", lambda v: 0 <= v < 0.5)
+AT_LEAST_2 = Check("at least 2", lambda v: v >= 2)
+
+
+@dataclass(frozen=True)
+class DPOConfig(Checked):
+    """Direct preference optimisation (train.objective=dpo): the loss as TRL defines it, and the pairs."""
+
+    prefix: ClassVar[str] = "dpo."
+
+    beta: float = field(
+        default=0.1, metadata=doc("Pull toward the reference; higher stays closer.", POSITIVE)
+    )
+    loss_type: DPOLoss = field(
+        default="sigmoid",
+        metadata=doc("sigmoid (the DPO paper), ipo (length-normalised log-ratios) or hinge (SLiC)."),
+    )
+    label_smoothing: float = field(
+        default=0.0, metadata=doc("sigmoid only: assumed probability that a preference is flipped.", HALF)
+    )
+    pairing: Pairing = field(
+        default="majority",
+        metadata=doc(
+            "Survey-derived pairs: the respondent's answer is chosen; rejected is every other option (all), "
+            "one at random (random), or the training majority's answer when it differs (majority)."
+        ),
+    )
+    reference: Reference = field(
+        default="adapters-off",
+        metadata=doc(
+            "Reference log-probs: the same weights with the adapters disabled (no second model), or "
+            "precomputed once from the starting weights (needed with init_from and for full fine-tuning)."
+        ),
+    )
+
+    def _check(self) -> None:
+        if self.label_smoothing and self.loss_type != "sigmoid":
+            raise ConfigError(
+                f"dpo.label_smoothing={self.label_smoothing}: applies to the sigmoid loss only, not "
+                f"dpo.loss_type={self.loss_type!r}"
+            )
+
+
+@dataclass(frozen=True)
+class GRPOConfig(Checked):
+    """Group relative policy optimisation (train.objective=grpo) on survey prompts, as TRL's GRPOTrainer."""
+
+    prefix: ClassVar[str] = "grpo."
+
+    num_generations: int = field(
+        default=4, metadata=doc("Sampled answers per prompt (the group G).", AT_LEAST_2)
+    )
+    max_new_tokens: int = field(
+        default=4, metadata=doc("Tokens generated per answer (also dr_grpo's constant).", AT_LEAST_1)
+    )
+    temperature: float = field(default=1.0, metadata=doc("Sampling temperature of the rollouts.", POSITIVE))
+    reward: Reward = field(
+        default="exact-match",
+        metadata=doc(
+            "exact-match: 1 when the answer letter is the respondent's; cell-share: the share of the "
+            "respondent's demographic cell (training data) giving that answer."
+        ),
+    )
+    reward_cell_fields: list[str] | None = field(
+        default=None, metadata=doc("Profile fields of the cell-share reward's cells; null = all fields.")
+    )
+    scale_rewards: ScaleRewards = field(
+        default="group", metadata=doc("Divide advantages by the group's std (group), the batch's, or none.")
+    )
+    epsilon_low: float = field(default=0.2, metadata=doc("Ratio clipped below at 1 - epsilon_low.", FRACTION))
+    epsilon_high: float = field(
+        default=0.2, metadata=doc("Ratio clipped above at 1 + epsilon_high (DAPO: 0.28).", NON_NEGATIVE)
+    )
+    beta: float = field(
+        default=0.0,
+        metadata=doc("Weight of the k3 KL to the reference (adapters off); 0 = none.", NON_NEGATIVE),
+    )
+    loss_type: GRPOLoss = field(
+        default="dapo",
+        metadata=doc(
+            "Token aggregation: grpo (per-answer mean, then mean), dr_grpo (sum / (answers x "
+            "max_new_tokens)) or dapo (sum / tokens)."
+        ),
+    )
+    max_failed_share: float = field(
+        default=0.1, metadata=doc("Stop when more of a step's rewards than this share fail.", FRACTION)
+    )
+
+
 @dataclass(frozen=True)
 class ExperimentConfig(Checked):
     """One experiment: a dataset, a base model and the methods compared on it."""
@@ -287,6 +398,10 @@ class ExperimentConfig(Checked):
     data: DataConfig = field(default_factory=DataConfig, metadata=doc("Survey, split and sampling."))
     train: TrainConfig = field(default_factory=TrainConfig, metadata=doc("Optimisation."))
     eval: EvalConfig = field(default_factory=EvalConfig, metadata=doc("Scoring and metrics."))
+    dpo: DPOConfig = field(
+        default_factory=DPOConfig, metadata=doc("DPO loss and pairs (train.objective=dpo).")
+    )
+    grpo: GRPOConfig = field(default_factory=GRPOConfig, metadata=doc("GRPO rollouts and loss (grpo)."))
     methods: list[str] = field(
         default_factory=lambda: ["base", "persona", "lora", "cuma", "logistic"],
         metadata=doc(
@@ -369,6 +484,8 @@ _SECTIONS: dict[str, type[Checked]] = {
     "data": DataConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "dpo": DPOConfig,
+    "grpo": GRPOConfig,
 }
 
 

@@ -22,38 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cuma.config import DPOConfig
 from cuma.train.loss import IGNORE_INDEX
-
-DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
-
-
-@dataclass(frozen=True)
-class DPOLossConfig:
-    """Settings of the DPO loss.
-
-    Attributes:
-        beta: strength of the pull toward the reference (> 0); higher keeps the policy closer.
-        loss_type: one of `DPO_LOSS_TYPES`.
-        label_smoothing: ``sigmoid`` only: the assumed probability that a preference label is flipped,
-            in [0, 0.5).
-    """
-
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-    label_smoothing: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.loss_type not in DPO_LOSS_TYPES:
-            raise ValueError(f"DPO loss_type must be one of {DPO_LOSS_TYPES}, got {self.loss_type!r}")
-        if not self.beta > 0:
-            raise ValueError(f"DPO beta must be > 0, got {self.beta}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"DPO label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.label_smoothing and self.loss_type != "sigmoid":
-            raise ValueError(
-                f"DPO label_smoothing={self.label_smoothing} applies to the sigmoid loss only, "
-                f"not {self.loss_type!r}"
-            )
 
 
 @dataclass(frozen=True)
@@ -94,7 +64,7 @@ def dpo_loss(
     policy_rejected_logps: torch.Tensor,
     ref_chosen_logps: torch.Tensor,
     ref_rejected_logps: torch.Tensor,
-    config: DPOLossConfig = DPOLossConfig(),
+    config: DPOConfig | None = None,
     *,
     chosen_tokens: torch.Tensor | None = None,
     rejected_tokens: torch.Tensor | None = None,
@@ -104,6 +74,7 @@ def dpo_loss(
     Args:
         chosen_tokens, rejected_tokens: response token counts [B]; required by ``ipo``.
     """
+    config = config or DPOConfig()
     inputs = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     shapes = [tuple(x.shape) for x in inputs]
     if len(set(shapes)) != 1 or len(shapes[0]) != 1:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
-SCALE_REWARDS = ("group", "batch", "none")
-GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
+from cuma.config import GRPOConfig, ScaleRewards
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,8 @@ def group_advantages(
             reward of the batch (the mean stays the group's), ``none`` only centres; as TRL's option.
         eps: added to the std, as TRL's 1e-4.
     """
-    if scale_rewards not in SCALE_REWARDS:
-        raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {scale_rewards!r}")
+    if scale_rewards not in get_args(ScaleRewards):
+        raise ValueError(f"scale_rewards must be one of {get_args(ScaleRewards)}, got {scale_rewards!r}")
     if num_generations < 1 or rewards.ndim != 1 or rewards.numel() % num_generations:
         raise ValueError(
             f"rewards must be flat [N * G] with G={num_generations} >= 1 completions per prompt, "
@@ -94,42 +93,6 @@ def group_advantages(
         constant_groups=int(constant.sum()),
         empty_groups=int((n_valid == 0).sum()),
     )
-
-
-@dataclass(frozen=True)
-class GRPOLossConfig:
-    """Settings of the GRPO policy loss.
-
-    Attributes:
-        epsilon_low, epsilon_high: the ratio is clipped to [1 - epsilon_low, 1 + epsilon_high]
-            (DAPO recommends epsilon_high 0.28).
-        beta: weight of the k3 KL to the reference; 0 needs no reference log-probs.
-        loss_type: token aggregation, one of `GRPO_LOSS_TYPES`: ``grpo`` (mean over each sequence's
-            tokens, then over sequences), ``dr_grpo`` (sum / (sequences x max_completion_length)),
-            ``dapo`` (sum / tokens).
-        max_completion_length: the generation limit; the constant of ``dr_grpo``, required by it.
-    """
-
-    epsilon_low: float = 0.2
-    epsilon_high: float = 0.2
-    beta: float = 0.0
-    loss_type: str = "dapo"
-    max_completion_length: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.loss_type not in GRPO_LOSS_TYPES:
-            raise ValueError(f"GRPO loss_type must be one of {GRPO_LOSS_TYPES}, got {self.loss_type!r}")
-        if not 0 <= self.epsilon_low < 1 or self.epsilon_high < 0:
-            raise ValueError(
-                f"GRPO clipping needs 0 <= epsilon_low < 1 and epsilon_high >= 0, got "
-                f"epsilon_low={self.epsilon_low}, epsilon_high={self.epsilon_high}"
-            )
-        if self.beta < 0:
-            raise ValueError(f"GRPO beta must be >= 0, got {self.beta}")
-        if self.loss_type == "dr_grpo" and not (self.max_completion_length or 0) > 0:
-            raise ValueError(
-                f"the dr_grpo loss needs max_completion_length > 0, got {self.max_completion_length}"
-            )
 
 
 @dataclass(frozen=True)
@@ -163,7 +126,7 @@ def grpo_loss(
     logps: torch.Tensor,
     advantages: torch.Tensor,
     completion_mask: torch.Tensor,
-    config: GRPOLossConfig = GRPOLossConfig(),
+    config: GRPOConfig | None = None,
     *,
     old_logps: torch.Tensor | None = None,
     ref_logps: torch.Tensor | None = None,
@@ -182,6 +145,7 @@ def grpo_loss(
             for an exact mean under accumulation; None = this batch's. ``grpo`` and ``dr_grpo`` are
             means per batch; divide them by the accumulation steps.
     """
+    config = config or GRPOConfig()
     if logps.ndim != 2 or completion_mask.shape != logps.shape or advantages.shape[0] != logps.shape[0]:
         raise ValueError(
             f"GRPO inputs must be logps [B, T], completion_mask [B, T] and advantages [B], got "
@@ -206,7 +170,7 @@ def grpo_loss(
     if config.loss_type == "grpo":
         loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
     elif config.loss_type == "dr_grpo":
-        loss = summed / (logps.shape[0] * config.max_completion_length)
+        loss = summed / (logps.shape[0] * config.max_new_tokens)
     else:
         loss = summed / (mask.sum().clamp(min=1.0) if num_tokens is None else num_tokens)
     low = ((ratio < 1 - config.epsilon_low) & (advantages < 0)).detach()
