@@ -1,16 +1,18 @@
-"""PRISM and Community Alignment loaders on schema-faithful synthetic fixtures."""
+"""PRISM and Community Alignment loaders on schema-faithful synthetic fixtures; the collators on their rows."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from cuma.data.collate import PreferenceCollator, PromptCollator, SFTCollator
 from cuma.data.community_alignment import load_community_alignment
 from cuma.data.errors import DataError
 from cuma.data.prism import load_prism
-from cuma.data.render import IGNORE_INDEX
+from cuma.data.render import IGNORE_INDEX, render_prompt
 from cuma.tiny import tiny_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -146,6 +148,53 @@ def test_chat_collators_mask_the_chosen_response(prism):
             assert tok.decode(labels[labels != IGNORE_INDEX]) == getattr(pair, side) + "<|im_end|>"
     prompts = PromptCollator(tok)(prism.sft[:3])
     assert "option_token_ids" not in prompts and prompts["input_ids"].shape[0] == 3
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_prompt_batches_number_positions_as_each_row_alone(ca, side):
+    tok = tiny_tokenizer()
+    rows = ca.choice[:5]
+    batch = PromptCollator(tok, padding_side=side)(rows)
+    for i, ex in enumerate(rows):
+        length = len(render_prompt(tok, ex.prompt_messages))
+        real = batch["attention_mask"][i].bool()
+        assert batch["position_ids"][i][real].tolist() == list(range(length))
+        assert int(batch["answer_positions"][i]) == real.nonzero().max()
+
+
+def test_prompt_collator_encodes_once_and_collates_any_grouping(ca):
+    tok = tiny_tokenizer()
+    collator = PromptCollator(tok, padding_side="right")
+    encoded = [collator.encode(ex) for ex in ca.choice[:4]]
+    whole, part = collator(ca.choice[:4]), collator.collate(encoded[2:])
+    assert whole.keys() == part.keys()
+    assert whole["option_token_ids"][2:] == part["option_token_ids"]
+    width = part["input_ids"].shape[1]
+    assert torch.equal(whole["input_ids"][2:, :width], part["input_ids"])
+
+
+def test_prompt_collator_passes_embeddings_as_told(ca):
+    tok = tiny_tokenizer()
+    vectors = [
+        dataclasses.replace(ex, embedding=torch.full((3,), float(i))) for i, ex in enumerate(ca.choice[:3])
+    ]
+    assert torch.equal(
+        PromptCollator(tok)(vectors)["demographic_embeds"][:, 0], torch.tensor([0.0, 1.0, 2.0])
+    )
+    assert "demographic_embeds" not in PromptCollator(tok, demographics=False)(vectors)
+    assert "demographic_embeds" not in PromptCollator(tok)(ca.choice[:3])
+    missing = ca.choice[3]
+    with pytest.raises(
+        DataError, match=rf"respondent_id={missing.respondent_id}, .*: no demographic embedding"
+    ):
+        PromptCollator(tok, demographics=True)([*vectors, missing])
+    with pytest.raises(DataError, match="some rows of the batch have a demographic embedding"):
+        PromptCollator(tok)([*vectors, missing])
+
+
+def test_a_prompt_batch_mixing_chat_and_choice_rows_is_an_error(prism, ca):
+    with pytest.raises(DataError, match=r"conversation_id=\w+, turn=\d+: some rows .* option letters"):
+        PromptCollator(tiny_tokenizer())([ca.choice[0], prism.sft[0]])
 
 
 def test_empty_chat_split_names_the_dataset(prism):

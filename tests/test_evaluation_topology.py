@@ -1,4 +1,4 @@
-"""Routing topology from a fake recorder whose routing weights are known exactly."""
+"""Routing topology from a fake recorder whose routing weights are known exactly, and from a CuMA method."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from cuma.evaluation.topology import (
     usage_matrix,
 )
 from cuma.tiny import tiny_model, tiny_tokenizer
-from test_evaluation_scoring import make_examples
+from test_evaluation_scoring import make_examples, randomised
 
 N_EXPERTS = 4
 
@@ -64,6 +64,24 @@ def test_collector_reads_the_answer_position_of_each_row(side):
     assert len(set((last % N_EXPERTS).tolist())) > 1  # rows really route differently
     np.testing.assert_array_equal(vectors["layers.0.a"], nn.functional.one_hot(last % 4, 4).numpy())
     np.testing.assert_array_equal(vectors["layers.1.b"], nn.functional.one_hot((last + 1) % 4, 4).numpy())
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_routed_method_records_the_routing_of_each_rows_answer_position(side):
+    tokenizer, prepared = tiny_tokenizer(), randomised("cuma")
+    examples = make_examples()
+    collector = RoutingCollector("answer")
+    score_examples(
+        prepared, tokenizer, examples, use_embeddings=True, batch_size=3, padding_side=side, routing=collector
+    )
+    vectors = collector.vectors()
+    for row, ex in enumerate(examples):
+        ids = torch.tensor([render_prompt(tokenizer, ex.prompt_messages)])
+        with torch.no_grad(), prepared.record_routing() as alone:
+            prepared(ids, torch.ones_like(ids), demographic_embeds=ex.embedding[None])
+        assert alone.weights.keys() == vectors.keys()
+        for layer, weights in alone.weights.items():
+            np.testing.assert_allclose(vectors[layer][row], weights[0, -1].numpy(), atol=1e-5)
 
 
 def test_prompt_scope_averages_only_real_tokens():

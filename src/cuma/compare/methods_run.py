@@ -134,7 +134,7 @@ class MethodRunner:
                 if prepared.has_routing:
                     collectors[split] = RoutingCollector(config.eval.routing_tokens)
                 predictions[split] = score_examples(
-                    prepared.model,
+                    prepared,
                     self.tokenizer,
                     examples,
                     use_embeddings=prepared.uses_demographics,

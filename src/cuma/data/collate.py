@@ -1,29 +1,36 @@
 """Batch collators: padding, the answer-only label mask, and each row's demographic vector.
 
-`SFTCollator` and `PromptCollator` take a list of examples (`SurveyExample`, `ChatExample`, or anything with
-``prompt_messages``, ``answer``, ``profile_text`` and ``embedding``) and return a dict whose
-tensors line up row by row, so the model always receives the embedding of the right row:
+`SFTCollator`, `PromptCollator` and `PreferenceCollator` take a list of examples (`SurveyExample`,
+`ChatExample`, or anything with ``prompt_messages``, ``answer``, ``profile_text`` and ``embedding``) and
+return a dict whose tensors line up row by row, so the model always receives the embedding of the right
+row. Its keys are fixed by the collator and its settings, never by which rows a batch happens to hold
+(a batch mixing rows with and without an embedding, or with and without option letters, is an error):
 
 - ``input_ids``, ``attention_mask`` (long [B, T]);
 - ``labels`` (`SFTCollator` only; -100 everywhere except the answer tokens);
 - ``demographic_embeds`` (float32 [B, D]) when the examples carry precomputed vectors;
 - ``profile_texts`` (list[str], not a tensor: pop it before calling the model).
 
-`PromptCollator` also returns ``answer_positions`` (long [B], the last non-pad position whose
-logits predict the answer) and, for multiple-choice rows, ``option_token_ids`` (list[list[int]])
-and ``target_indices`` (long [B], index of the target letter among the options).
+`PromptCollator` also returns ``position_ids`` (long [B, T], from the attention mask: a padded row sees
+the positions it would see alone), ``answer_positions`` (long [B], the last prompt position, whose
+logits predict the answer) and, for multiple-choice rows, ``option_token_ids`` (list[list[int]], each
+option letter's token) and ``target_indices`` (long [B], index of the target letter among the options).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import torch
 
+from cuma.config import EvalConfig
 from cuma.data.errors import DataError
 from cuma.data.render import IGNORE_INDEX, Rendered, letter_token_ids, render_prompt, render_training
+
+PADDING_SIDES: tuple[str, ...] = get_args(get_type_hints(EvalConfig)["padding_side"])
+"""Where padding goes: ``"left"`` or ``"right"`` (the values ``eval.padding_side`` allows)."""
 
 
 def _where(example: Any) -> str:
@@ -42,7 +49,22 @@ def _pad(rows: Sequence[Sequence[int]], value: int, side: str) -> torch.Tensor:
     return out
 
 
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over attended tokens only, so a padded row sees the positions it would alone."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def answer_positions_from_mask(attention_mask: torch.Tensor, padding_side: str) -> torch.Tensor:
+    """Each row's last attended position: the last column with left padding, ``sum - 1`` with right."""
+    if padding_side == "left":
+        return torch.full(
+            (attention_mask.shape[0],), attention_mask.shape[1] - 1, device=attention_mask.device
+        )
+    return attention_mask.long().sum(dim=1) - 1
+
+
 def _embeddings(examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """The rows' vectors when every row has one, nothing when none has; a mixed batch is an error."""
     present = [getattr(ex, "embedding", None) is not None for ex in examples]
     if not any(present):
         return {}
@@ -63,8 +85,8 @@ class _Collator:
     _letter_ids: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        if self.padding_side not in PADDING_SIDES:
+            raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {self.padding_side!r}")
         if self.tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token first")
 
@@ -133,39 +155,84 @@ class SFTCollator(_Collator):
         }
 
 
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """One example's prompt, rendered and checked, before padding (`PromptCollator.encode`).
+
+    Attributes:
+        example: the example it came from.
+        input_ids: prompt token ids, ending at the generation prompt.
+        option_token_ids: each option letter's single token, in option order; None without options.
+    """
+
+    example: Any
+    input_ids: list[int]
+    option_token_ids: list[int] | None
+
+
 @dataclass
 class PromptCollator(_Collator):
     """Renders prompts that end at the assistant generation prompt, for scoring and generation.
 
+    Collating is two steps, `encode` (render and check one example) and `collate` (pad encoded rows), so
+    that a caller can render every example once and then batch them by length; calling the collator on
+    examples does both.
+
     Attributes:
         tokenizer: a tokenizer with a chat template and a pad token.
-        padding_side: ``"left"`` (needed for generation) or ``"right"``; ``answer_positions`` is
-            correct either way.
+        padding_side: ``"left"`` (needed for generation) or ``"right"``; ``answer_positions`` and
+            ``position_ids`` are correct either way.
         max_length: raise on longer prompts.
+        demographics: ``None`` passes ``demographic_embeds`` when the examples carry vectors; ``True``
+            requires a vector on every row (for a model that routes on them) and ``False`` never passes
+            one (for a model that does not take them).
     """
 
     padding_side: str = "left"
+    demographics: bool | None = None
 
-    def __call__(self, examples: Sequence[Any]) -> dict[str, Any]:
-        ids = []
-        for ex in examples:
-            row = render_prompt(self.tokenizer, ex.prompt_messages)
-            self.check_length(row, ex)
-            ids.append(row)
+    def encode(self, example: Any) -> EncodedPrompt:
+        """Render one example's prompt and check its length, its letters and, if required, its vector."""
+        ids = render_prompt(self.tokenizer, example.prompt_messages)
+        self.check_length(ids, example)
+        if self.demographics and getattr(example, "embedding", None) is None:
+            raise DataError(
+                "no demographic embedding; encode the profiles before scoring or generating with a model "
+                "that routes on them",
+                source=_where(example),
+            )
+        letters = getattr(example, "option_letters", None)
+        return EncodedPrompt(example, ids, self.letter_ids(letters) if letters else None)
+
+    def collate(self, rows: Sequence[EncodedPrompt]) -> dict[str, Any]:
+        """Pad encoded prompts into one batch (keys in the module docstring)."""
+        if not rows:
+            raise ValueError("cannot collate an empty batch")
+        ids = [row.input_ids for row in rows]
+        examples = [row.example for row in rows]
         mask = _pad([[1] * len(r) for r in ids], 0, self.padding_side)
-        width = mask.shape[1]
-        last = torch.tensor([len(r) - 1 if self.padding_side == "right" else width - 1 for r in ids])
         batch: dict[str, Any] = {
             "input_ids": _pad(ids, self.tokenizer.pad_token_id, self.padding_side),
             "attention_mask": mask,
-            "answer_positions": last,
+            "position_ids": position_ids_from_mask(mask),
+            "answer_positions": answer_positions_from_mask(mask, self.padding_side),
         }
-        if all(getattr(ex, "option_letters", None) for ex in examples):
-            batch["option_token_ids"] = [self.letter_ids(ex.option_letters) for ex in examples]
+        with_options = [row.option_token_ids is not None for row in rows]
+        if all(with_options):
+            batch["option_token_ids"] = [row.option_token_ids for row in rows]
             batch["target_indices"] = torch.tensor(
                 [ex.option_letters.index(ex.target_letter) for ex in examples], dtype=torch.long
             )
-        return {**batch, **_embeddings(examples), "profile_texts": [ex.profile_text for ex in examples]}
+        elif any(with_options):
+            odd = rows[with_options.index(False)].example
+            raise DataError(
+                "some rows of the batch have option letters and others do not", source=_where(odd)
+            )
+        embeds = {} if self.demographics is False else _embeddings(examples)
+        return {**batch, **embeds, "profile_texts": [ex.profile_text for ex in examples]}
+
+    def __call__(self, examples: Sequence[Any]) -> dict[str, Any]:
+        return self.collate([self.encode(ex) for ex in examples])
 
 
 @dataclass

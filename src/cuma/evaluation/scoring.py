@@ -5,16 +5,24 @@ at that *answer position* are renormalised with a softmax over those letters onl
 prediction. Only the answer position is projected onto the vocabulary (``logits_to_keep`` with one
 position per row), so scoring costs one body pass and a [batch, hidden] x [hidden, vocab] product.
 
-Padding is safe on either side: the answer position is the last column with left padding and
-``attention_mask.sum - 1`` with right padding, and position ids are computed from the attention mask so
-that a padded row sees exactly the positions it would see alone. (The reference read position
-``sum - 1`` of left-padded batches, scoring a pad token for every row shorter than the longest.)
+Batches come from `cuma.data.collate.PromptCollator`: padding on either side, position ids from the
+attention mask (a padded row sees exactly the positions it would see alone), the answer positions, the
+option letters' token ids and the demographic vectors. Reading the answer position of every row, not the
+last column of a batch whatever its padding, differs from the authors' code; see docs/design.md.
+
+The model is called the way the trainer calls a method, ``model(input_ids, attention_mask,
+demographic_embeds=..., position_ids=..., logits_to_keep=...)``: a `cuma.methods.PreparedModel` as it
+is, any other causal LM (a bare Hugging Face model, a PEFT or CuMA model: the server's and the tests')
+through `method_call`, which maps that call onto Hugging Face's keywords. Accepting either keeps one
+scoring path for the comparison, the server and the tests without making every caller build a
+`PreparedModel` (which needs a method spec and a base identity that a bare model does not have).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,9 +31,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from cuma.data.collate import PromptCollator, answer_positions_from_mask, position_ids_from_mask
 from cuma.data.examples import SurveyExample, examples_frame
-from cuma.data.render import letter_token_ids, render_prompt
 from cuma.evaluation.topology import RoutingCollector
+from cuma.methods import PreparedModel
 from cuma.metrics import make_predictions
 
 
@@ -42,112 +51,57 @@ def score_examples(
     routing: RoutingCollector | None = None,
     desc: str = "scoring",
 ) -> pd.DataFrame:
-    """Render each example's prompt with the tokenizer's chat template and `score` it.
+    """Score every example and return the predictions DataFrame (`cuma.metrics.frame.PREDICTIONS_SCHEMA`).
 
-    ``use_embeddings`` passes each example's ``embedding`` (the frozen encoder vector) as its row of
-    ``demographic_embeds``; ``max_length`` makes a longer prompt an error instead of a silent truncation.
+    Every prompt is rendered and checked before the first forward pass, then batched longest first:
+    similar lengths share a batch (less padding) and memory peaks on the first batch.
+
+    Args:
+        model: a `PreparedModel`, or any causal LM returning ``.logits`` (see the module docstring).
+        tokenizer: the model's tokenizer, with a chat template and a pad token.
+        examples: multiple-choice examples; their order is the predictions' order.
+        use_embeddings: pass each example's ``embedding`` (the frozen encoder vector) as its row of
+            ``demographic_embeds``; every example must have one.
+        max_length: a longer prompt is an error instead of a silent truncation.
+        padding_side: ``"left"`` or ``"right"``; both give the same numbers.
+        precision: ``fp32``, or ``bf16`` for bf16 autocast (`cuma.config.Precision`).
+        routing: when given, each batch runs under ``model.record_routing()`` and the recorded
+            weights are added to it.
+        desc: the progress bar's label.
     """
     if not examples:
         raise ValueError(f"{desc}: no examples to score")
-    prompts = [
-        render_prompt(tokenizer, ex.prompt_messages) for ex in tqdm(examples, desc="rendering", leave=False)
-    ]
-    if max_length is not None:
-        for ex, ids in zip(examples, prompts, strict=True):
-            if len(ids) > max_length:
-                raise ValueError(
-                    f"prompt of respondent {ex.respondent_id!r}, question {ex.question_id!r} is {len(ids)} "
-                    f"tokens, over data.max_length={max_length}"
-                )
-    letter_ids: dict[tuple[str, ...], list[int]] = {}
-    for ex in examples:
-        if ex.option_letters not in letter_ids:
-            letter_ids[ex.option_letters] = letter_token_ids(tokenizer, ex.option_letters)
-    embeds = _embeddings(examples) if use_embeddings else None
-    # The pad id is never attended to; any id works, the tokenizer's own is the natural choice.
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return score(
-        model,
-        prompts,
-        [letter_ids[ex.option_letters] for ex in examples],
-        examples_frame(examples),
-        pad_token_id=pad,
-        demographic_embeds=embeds,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        precision=precision,
-        routing=routing,
-        desc=desc,
+    collator = PromptCollator(
+        tokenizer, padding_side=padding_side, max_length=max_length, demographics=use_embeddings
     )
-
-
-def score(
-    model: nn.Module,
-    prompts: Sequence[Sequence[int]],
-    option_token_ids: Sequence[Sequence[int]],
-    answers: pd.DataFrame,
-    *,
-    pad_token_id: int,
-    demographic_embeds: torch.Tensor | None = None,
-    batch_size: int = 32,
-    padding_side: str = "left",
-    precision: str = "fp32",
-    routing: RoutingCollector | None = None,
-    desc: str = "scoring",
-) -> pd.DataFrame:
-    """Score every prompt and return the predictions DataFrame (schema in notes/TEAM.md).
-
-    Args:
-        model: a causal LM (or a CuMA / PEFT wrapper) returning ``.logits``.
-        prompts: token ids per row, ending right before the answer letter.
-        option_token_ids: per row, the single token id of each option letter, in option order.
-        answers: per row, the schema's answer columns and profile fields (see ``make_predictions``).
-        pad_token_id: id used to pad batches (never attended to).
-        demographic_embeds: [rows, dim] raw encoder vector per row, passed to the model per batch;
-            None for models that do not route on demographics.
-        padding_side: "left" or "right"; both give the same numbers.
-        precision: "fp32", or "bf16" for bf16 autocast.
-        routing: when given, each batch runs under ``model.record_routing()`` and the recorded
-            weights are added to it.
-    """
-    n = len(prompts)
-    if len(option_token_ids) != n or len(answers) != n:
-        raise ValueError(
-            f"scoring needs one entry per row: {n} prompts, {len(option_token_ids)} option-token lists, "
-            f"{len(answers)} answer rows"
-        )
-    if demographic_embeds is not None and demographic_embeds.shape[0] != n:
-        raise ValueError(f"demographic_embeds has {demographic_embeds.shape[0]} rows for {n} prompts")
-    for row, ids in enumerate(prompts):
-        if len(ids) == 0:
-            raise ValueError(f"prompt of row {row} is empty")
-
+    rows = [collator.encode(ex) for ex in tqdm(examples, desc="rendering", leave=False)]
+    for ex, row in zip(examples, rows, strict=True):
+        if row.option_token_ids is None:
+            raise ValueError(
+                f"respondent {ex.respondent_id!r}, question {ex.question_id!r}: no option letters to score"
+            )
+    call = method_call(model)
     device = next(model.parameters()).device
-    # Longest first: similar lengths share a batch (less padding) and memory peaks on the first batch.
-    order = sorted(range(n), key=lambda i: -len(prompts[i]))
-    probs: list[np.ndarray | None] = [None] * n
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].input_ids))
+    probs: list[np.ndarray | None] = [None] * len(rows)
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=n, desc=desc, unit="q", leave=False) as bar:
-            for rows in _chunks(order, batch_size):
-                input_ids, attention_mask = _pad([prompts[i] for i in rows], pad_token_id, padding_side)
-                input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-                embeds = None if demographic_embeds is None else demographic_embeds[rows].to(device)
+        with torch.inference_mode(), tqdm(total=len(rows), desc=desc, unit="q", leave=False) as bar:
+            for chunk in _chunks(order, batch_size):
+                batch = collator.collate([rows[i] for i in chunk])
                 recorder = model.record_routing() if routing is not None else contextlib.nullcontext()
                 with recorder as rec:
-                    logits, answer_index = answer_logits(
-                        model, input_ids, attention_mask, padding_side, embeds, precision
-                    )
+                    logits = _forward_answers(call, _tensors_to(batch, device), precision)
                 if routing is not None:
-                    routing.add(rows, rec.weights, attention_mask, answer_index)
-                for i, row in enumerate(rows):
-                    letters = torch.as_tensor(option_token_ids[row], device=logits.device)
-                    probs[row] = torch.softmax(logits[i, letters].float(), dim=-1).cpu().numpy()
-                bar.update(len(rows))
+                    routing.add(chunk, rec.weights, batch["attention_mask"], batch["answer_positions"])
+                for i, letters in enumerate(batch["option_token_ids"]):
+                    picked = logits[i, torch.as_tensor(letters, device=logits.device)]
+                    probs[chunk[i]] = torch.softmax(picked.float(), dim=-1).cpu().numpy()
+                bar.update(len(chunk))
     finally:
         model.train(was_training)
-    return make_predictions(answers, probs)
+    return make_predictions(examples_frame(examples), probs)
 
 
 def answer_logits(
@@ -158,49 +112,70 @@ def answer_logits(
     demographic_embeds: torch.Tensor | None = None,
     precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Vocabulary logits [batch, vocab] at each row's answer position, and those positions [batch]."""
-    if padding_side == "left":
-        answer_index = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
-    else:
-        answer_index = attention_mask.sum(dim=1) - 1
-    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-    kwargs = {} if demographic_embeds is None else {"demographic_embeds": demographic_embeds}
+    """Vocabulary logits [batch, vocab] at each row's answer position, and those positions [batch].
+
+    For callers that pad their own batches (the server); positions come from the mask as the
+    collator computes them.
+    """
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids_from_mask(attention_mask),
+        "answer_positions": answer_positions_from_mask(attention_mask, padding_side),
+        "demographic_embeds": demographic_embeds,
+    }
+    return _forward_answers(method_call(model), batch, precision), batch["answer_positions"]
+
+
+def _forward_answers(call: Callable[..., Any], batch: Mapping[str, Any], precision: str) -> torch.Tensor:
+    """One forward pass of ``call`` (the `PreparedModel` call) on a `PromptCollator` batch, projecting
+    only the answer positions: logits [batch, vocab]."""
     autocast = (
-        torch.autocast(input_ids.device.type, dtype=torch.bfloat16)
+        torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16)
         if precision == "bf16"
         else contextlib.nullcontext()
     )
     with autocast:
-        output = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            logits_to_keep=answer_index[:, None],
-            use_cache=False,
-            **kwargs,
+        output = call(
+            batch["input_ids"],
+            batch["attention_mask"],
+            demographic_embeds=batch.get("demographic_embeds"),
+            position_ids=batch["position_ids"],
+            logits_to_keep=batch["answer_positions"][:, None],
         )
-    return output.logits[:, -1, :], answer_index
+    return output.logits[:, -1, :]
 
 
-def _embeddings(examples: Sequence[SurveyExample]) -> torch.Tensor:
-    for i, ex in enumerate(examples):
-        if ex.embedding is None:
-            raise ValueError(
-                f"example {i} (respondent {ex.respondent_id!r}, question {ex.question_id!r}) has no "
-                "demographic embedding; encode the profiles before scoring a method that routes on them"
-            )
-    return torch.stack([torch.as_tensor(ex.embedding, dtype=torch.float32) for ex in examples])
+def method_call(model: nn.Module) -> Callable[..., Any]:
+    """``model`` behind the `PreparedModel` call signature: a `PreparedModel` itself, any other model
+    through `_hf_call` (Hugging Face keywords, no cache, ``demographic_embeds`` only when given)."""
+    return model if isinstance(model, PreparedModel) else partial(_hf_call, model)
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_token_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(ids) for ids in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, ids in enumerate(rows):
-        span = slice(width - len(ids), width) if side == "left" else slice(0, len(ids))
-        input_ids[i, span] = torch.as_tensor(ids, dtype=torch.long)
-        attention_mask[i, span] = 1
-    return input_ids, attention_mask
+def _hf_call(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    demographic_embeds: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    logits_to_keep: int | torch.Tensor = 0,
+) -> Any:
+    # A bare causal LM has no demographic_embeds argument; a CuMA model takes it.
+    extra = {} if demographic_embeds is None else {"demographic_embeds": demographic_embeds}
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        logits_to_keep=logits_to_keep,
+        use_cache=False,
+        **extra,
+    )
+
+
+def _tensors_to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {
+        key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()
+    }
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
