@@ -1,4 +1,4 @@
-"""PRISM and Community Alignment loaders on schema-faithful synthetic fixtures; the collators on their rows."""
+"""PRISM and Community Alignment loaders on schema-faithful fixtures; the collators on their rows."""
 
 import dataclasses
 import json
