@@ -1,7 +1,8 @@
 """Non-LLM reference points: what a survey statistician would predict from the profile alone.
 
 Each baseline is fitted on the train answers of a question and predicts its test answers, returning the
-predictions DataFrame of notes/TEAM.md (plus a ``fallback`` column) so the same metrics score them.
+predictions DataFrame (`cuma.metrics.frame.PREDICTIONS_SCHEMA`, plus a ``fallback`` column) so the same
+metrics score them.
 `REFERENCE_BASELINES` maps their method names (those of ``cuma.methods.METHODS``) to the functions:
 
 - ``majority``: the question's most common train answer, for everyone.
@@ -27,18 +28,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder
 from tqdm.auto import tqdm
 
-from cuma.metrics.frame import group_values, make_predictions, option_index, require_columns
-
-ANSWER_COLUMNS = (
-    "respondent_id",
-    "question_id",
-    "target_code",
-    "option_codes",
-    "option_letters",
-    "scale_min",
-    "scale_max",
-    "ordinal",
+from cuma.metrics.frame import (
+    PREDICTION_INPUT_COLUMNS,
+    group_values,
+    make_predictions,
+    option_index,
+    require_columns,
 )
+
 MISSING = "<missing>"
 """Category that stands for a missing profile value in cells and one-hot features."""
 
@@ -145,8 +142,8 @@ def _prepare(
     """
     if need_fields and not fields:
         raise ValueError("this baseline needs at least one profile field")
-    require_columns(train, [*ANSWER_COLUMNS, *fields], what="train answers")
-    require_columns(test, [*ANSWER_COLUMNS, *fields], what="test answers")
+    require_columns(train, [*PREDICTION_INPUT_COLUMNS, *fields], what="train answers")
+    require_columns(test, [*PREDICTION_INPUT_COLUMNS, *fields], what="test answers")
     if test.empty:
         raise ValueError("test answers DataFrame is empty: nothing to predict")
     test = test.reset_index(drop=True)

@@ -17,7 +17,13 @@ from cuma.metrics.distribution import (
     total_variation,
 )
 from cuma.metrics.emd import THRESHOLDS, argmax_emd, emd_coverage, emd_summary, scaled_emd, wvb_emd
-from cuma.metrics.frame import PREDICTION_COLUMNS, make_predictions
+from cuma.metrics.frame import (
+    PREDICTION_COLUMNS,
+    PREDICTION_INPUT_COLUMNS,
+    PREDICTIONS_SCHEMA,
+    SchemaColumn,
+    make_predictions,
+)
 from cuma.metrics.preference import (
     VERDICTS,
     BootstrapConfig,
@@ -31,11 +37,14 @@ from cuma.metrics.summary import summarize
 
 __all__ = [
     "POPULATION",
+    "PREDICTIONS_SCHEMA",
     "PREDICTION_COLUMNS",
+    "PREDICTION_INPUT_COLUMNS",
     "THRESHOLDS",
     "VERDICTS",
     "BootstrapConfig",
     "ChoiceAccuracy",
+    "SchemaColumn",
     "WinRate",
     "accuracy",
     "argmax_emd",

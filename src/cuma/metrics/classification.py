@@ -24,10 +24,10 @@ def accuracy(predictions: pd.DataFrame) -> float:
 
 
 def macro_f1(predictions: pd.DataFrame) -> float:
-    """scikit-learn macro-F1 over option letters pooled across questions, as the reference does.
+    """scikit-learn macro-F1 over option letters pooled across questions.
 
-    Letters mean different things in different questions; pooling them is the reference's choice,
-    kept so the numbers are comparable with the paper.
+    Letters mean different things in different questions; pooling them is the authors' choice, kept so
+    the numbers are comparable with the paper (see docs/design.md).
     """
     require_columns(predictions, ["target_letter", "predicted_letter"])
     if predictions.empty:

@@ -18,7 +18,7 @@ from scipy.stats import wasserstein_distance
 from cuma.metrics.frame import iter_questions, require_columns
 
 THRESHOLDS = np.arange(0, 0.6 + 1e-8, 0.05)
-"""EMD thresholds of the reference's coverage curve: 0, 0.05, ..., 0.6 (13 points)."""
+"""EMD thresholds of the coverage curve: 0, 0.05, ..., 0.6 (13 points), the authors' (see docs/design.md)."""
 
 
 def scaled_emd(
@@ -114,7 +114,8 @@ def emd_coverage(emds: Mapping[str, float], thresholds: np.ndarray = THRESHOLDS)
 def emd_summary(emds: Mapping[str, float], thresholds: np.ndarray = THRESHOLDS) -> dict[str, float]:
     """Mean, median, coverage per threshold and the area under the coverage curve.
 
-    ``auc_pct`` is the reference's number: trapezoid of 100 x coverage over the thresholds, so at most
+    ``auc_pct`` is in the authors' units (see docs/design.md): trapezoid of 100 x coverage over the
+    thresholds, so at most
     60 with the default thresholds. ``auc_norm`` divides the area of the 0..1 coverage by the threshold
     range, so 1.0 means every question has EMD 0.
     """

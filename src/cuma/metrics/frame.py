@@ -1,4 +1,8 @@
-"""Checks and helpers for the predictions DataFrame every metric reads (schema in notes/TEAM.md)."""
+"""The predictions DataFrame every metric reads: its schema, checks and helpers.
+
+Scoring (`cuma.evaluation.scoring`) and the non-LLM references (`cuma.reference_baselines`) both return
+it through `make_predictions`, so every metric scores every method the same way.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +12,58 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-PREDICTION_COLUMNS = (
-    "respondent_id",
-    "question_id",
-    "target_code",
-    "predicted_code",
-    "target_letter",
-    "predicted_letter",
-    "option_codes",
-    "option_letters",
-    "probs",
-    "scale_min",
-    "scale_max",
-    "ordinal",
+
+@dataclass(frozen=True)
+class SchemaColumn:
+    """One column of the predictions DataFrame.
+
+    Attributes:
+        name: the column name.
+        type: what each cell holds.
+        meaning: what it says.
+        given: part of the answer rows `make_predictions` starts from (else it derives the column).
+    """
+
+    name: str
+    type: str
+    meaning: str
+    given: bool
+
+
+PREDICTIONS_SCHEMA = (
+    SchemaColumn("respondent_id", "str", "who answered", given=True),
+    SchemaColumn("question_id", "str", "the question answered", given=True),
+    SchemaColumn("target_code", "int", "the respondent's answer, as its option's code", given=True),
+    SchemaColumn("predicted_code", "int", "the most probable option's code (the first on ties)", given=False),
+    SchemaColumn("target_letter", "str", "the answer's option letter in the prompt", given=False),
+    SchemaColumn("predicted_letter", "str", "the most probable option's letter", given=False),
+    SchemaColumn("option_codes", "list[int]", "the question's option codes, in option order", given=True),
+    SchemaColumn("option_letters", "list[str]", "the options' letters, in option order", given=True),
+    SchemaColumn("probs", "list[float]", "each option's probability, in option order (sum 1)", given=False),
+    SchemaColumn("scale_min", "int", "lowest code of the answer scale (EMD maps it to 0)", given=True),
+    SchemaColumn("scale_max", "int", "highest code of the answer scale (EMD maps it to 1)", given=True),
+    SchemaColumn("ordinal", "bool", "whether the codes are ordered (EMD is only defined then)", given=True),
 )
+"""One row per (respondent, question), these columns first, then one column per demographic profile field
+(its value, or None when missing); a producer may add columns of its own (the references' ``fallback``)."""
+
+PREDICTION_COLUMNS = tuple(column.name for column in PREDICTIONS_SCHEMA)
+"""Every schema column's name, in schema order."""
+
+PREDICTION_INPUT_COLUMNS = tuple(column.name for column in PREDICTIONS_SCHEMA if column.given)
+"""The columns of the answer rows `make_predictions` turns into predictions (`examples_frame` has them)."""
+
+_MEANINGS = {column.name: f"{column.type}: {column.meaning}" for column in PREDICTIONS_SCHEMA}
 
 
-def require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str = "predictions") -> None:
-    """Raise a clear error listing every required column the frame lacks."""
+def require_columns(
+    frame: pd.DataFrame, columns: Iterable[str] = PREDICTION_COLUMNS, what: str = "predictions"
+) -> None:
+    """Raise a clear error listing every required column the frame lacks (with its schema meaning)."""
     missing = [column for column in columns if column not in frame.columns]
     if missing:
-        raise ValueError(f"{what} DataFrame lacks column(s) {missing}; it has {list(frame.columns)}")
+        named = ", ".join(f"{c!r} ({_MEANINGS[c]})" if c in _MEANINGS else repr(c) for c in missing)
+        raise ValueError(f"{what} DataFrame lacks column(s) {named}; it has {list(frame.columns)}")
 
 
 def group_values(frame: pd.DataFrame, field: str) -> pd.Series:
@@ -135,14 +170,14 @@ def _checked_probs(row: object, value: Sequence[float], n_options: int) -> np.nd
 
 
 def make_predictions(answers: pd.DataFrame, probs: Sequence[Sequence[float]]) -> pd.DataFrame:
-    """The predictions DataFrame for answer rows and one probability vector over the options per row.
+    """The predictions DataFrame (`PREDICTIONS_SCHEMA`) for answer rows and one probability vector over the
+    options per row.
 
-    ``answers`` has the schema's answer columns (``respondent_id, question_id, target_code,
-    option_codes, option_letters, scale_min, scale_max, ordinal``) plus profile fields; the argmax (first
-    option on ties) becomes ``predicted_code`` and the letters are looked up from the options.
+    ``answers`` has the `PREDICTION_INPUT_COLUMNS` plus profile fields; the argmax (first option on ties)
+    becomes ``predicted_code`` and the letters are looked up from the options. The schema's columns come
+    first, in schema order, then the rest of ``answers``' columns in their order.
     """
-    columns = ["respondent_id", "question_id", "target_code", "option_codes", "option_letters"]
-    require_columns(answers, [*columns, "scale_min", "scale_max", "ordinal"], what="answers")
+    require_columns(answers, PREDICTION_INPUT_COLUMNS, what="answers")
     if len(probs) != len(answers):
         raise ValueError(f"got {len(probs)} probability vectors for {len(answers)} answer rows")
     frame = answers.copy()
@@ -154,7 +189,7 @@ def make_predictions(answers: pd.DataFrame, probs: Sequence[Sequence[float]]) ->
     frame["target_letter"] = _pick(frame["option_letters"], option_index(frame, "target_code"))
     frame["predicted_code"] = [int(c) for c in _pick(frame["option_codes"], predicted)]
     frame["predicted_letter"] = _pick(frame["option_letters"], predicted)
-    return frame
+    return frame[[*PREDICTION_COLUMNS, *(c for c in frame.columns if c not in PREDICTION_COLUMNS)]]
 
 
 def _pick(options: pd.Series, positions: Sequence[int]) -> list:

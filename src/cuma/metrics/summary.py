@@ -19,7 +19,7 @@ def summarize(
     main_group: str | None = None,
     min_count: int = 5,
 ) -> dict[str, float | int | None]:
-    """All metrics of a predictions DataFrame (schema in notes/TEAM.md).
+    """All metrics of a predictions DataFrame (`cuma.metrics.frame.PREDICTIONS_SCHEMA`).
 
     Args:
         predictions: one row per (respondent, question).
@@ -30,7 +30,7 @@ def summarize(
     Returns:
         Flat keys. Keys with ``argmax`` come from argmax answers, keys with ``prob`` from option
         probabilities. ``wvb_argmax_emd_*`` is the WorldValuesBench EMD over every question (mean,
-        median, ``coverage@t``, ``auc_pct`` in the reference's units, max 60, ``auc_norm`` in 0..1);
+        median, ``coverage@t``, ``auc_pct`` in the authors' units, max 60, ``auc_norm`` in 0..1);
         ``{prob,argmax}_{emd,js,tv}_mean`` compare population distributions per question and
         ``*_group_mean`` group distributions (EMD on ordinal questions only). Undefined numbers
         (e.g. sigma-inequity with one group) are None.
