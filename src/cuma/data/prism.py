@@ -50,8 +50,8 @@ def load_prism(
         path: folder with ``survey.jsonl`` and ``conversations.jsonl``; None reads the hub.
         fields: profile field -> survey field; add more (e.g. ``"marital_status"``) as needed.
         missing_values: answers that mean the value is missing.
-        template, fmt, persona: profile rendering and system prompt (profile in it by default,
-            as in the reference for every method).
+        template, fmt, persona: profile rendering and system prompt (profile in it by default, for
+            every method, as the authors did; see docs/design.md).
     """
     if path is None:
         survey, conversations = (

@@ -24,8 +24,8 @@ class ChatFormat:
     Attributes:
         system: system prompt without a persona.
         persona_system: system prompt with a persona; ``{profile}`` is the rendered profile and
-            ``{system}`` the plain system prompt. The reference puts ``User Profile: ...`` in the
-            system prompt of chat data for every method, hence the default.
+            ``{system}`` the plain system prompt. The authors put ``User Profile: ...`` in the
+            system prompt of chat data for every method (see docs/design.md), hence the default.
     """
 
     system: str = "You are a helpful assistant."

@@ -5,10 +5,10 @@ The WVS answers cannot be redistributed: point the loader at your own prepared c
 (split = full, train, valid or test) from the ``WorldValuesBench/`` folder, and
 ``codebook.json`` and ``answer_adjustment.json`` from ``dataset_construction/``.
 
-Unlike the reference code, the option lists get the same answer adjustments as the answers
-(15 questions: Q56 swaps two labels, Q119 moves "Hard to say" to the middle, Q241-Q249 fold the
-spontaneous 0 into 1, Q111/Q221/Q222/Q254 lose an option), so every answer has its own label
-and none is dropped silently; an answer outside its question's options is an error.
+Unlike the authors' code (see docs/design.md), the option lists get the same answer adjustments as the
+answers (15 questions: Q56 swaps two labels, Q119 moves "Hard to say" to the middle, Q241-Q249 fold the
+spontaneous 0 into 1, Q111/Q221/Q222/Q254 lose an option), so every answer has its own label and none is
+dropped silently; an answer outside its question's options is an error.
 
 The preparation script writes a demographic's codebook label, or its raw code when the codebook
 has no label for it. Such a value becomes missing and is counted per column in the summary
@@ -140,7 +140,7 @@ def load_worldvaluesbench(
         fields: profile field -> demographic column; the paper's eight by default.
         template: profile rendering; the paper's persona sentence by default.
         question_text: ``metadata`` (the natural-language question with its scale) or
-            ``codebook`` (the short codebook label, as the reference code used).
+            ``codebook`` (the short codebook label, as the authors' code used).
         question_metadata, codebook, answer_adjustment: explicit paths overriding the layout.
     """
     root = Path(root)

@@ -1,7 +1,7 @@
 """Few-shot prompting: k answered questions from training respondents of the same group go before the query.
 
-As in the reference's few-shot baseline, the shots come from respondents who share the query's value of
-one profile field (the country there, ``eval.main_group`` here) and are inserted after the system message
+The shots come from respondents who share the query's value of one profile field (``eval.main_group``;
+the authors' baseline used the country, see docs/design.md) and are inserted after the system message
 as (user question, assistant letter) turns. The draw is seeded per query, so it is reproducible and does
 not depend on the order or batching of the other queries.
 """
@@ -23,7 +23,7 @@ def add_shots(
     """Copies of ``examples`` whose prompt carries ``k`` shots drawn from ``pool`` (training examples).
 
     Shots share the query's ``field`` value and differ from its question; when fewer than ``k`` such
-    shots exist the rest of the pool (other questions) is used, as the reference falls back to any country.
+    shots exist the rest of the pool (other questions) is used.
     """
     if k < 1:
         raise ValueError(f"eval.few_shot must be >= 1 for the few-shot method, got {k}")

@@ -1,9 +1,8 @@
 """AdamW parameter groups with separate learning rates, and a schedule sized by the real step count.
 
-The reference trainer used one group (its ``--demographic_lr`` was parsed and ignored) and built the
-schedule from a default step count before the real one was known. Here every method's
-``parameter_groups()`` names its groups and each gets its own rate; weight decay is off for biases and
-norm weights (1-D tensors), as in nanoGPT.
+Every method's ``parameter_groups()`` names its groups and each gets its own rate, and the schedule is
+built once the real step count is known, both unlike the authors' trainer (see docs/design.md); weight
+decay is off for biases and norm weights (1-D tensors), as in nanoGPT.
 """
 
 from __future__ import annotations
