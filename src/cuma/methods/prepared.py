@@ -113,6 +113,18 @@ class PreparedModel(nn.Module):
         return MethodOutput(logits=out.logits, aux_loss=aux_loss)
 
     @contextmanager
+    def reference(self) -> Iterator[None]:
+        """Run as the reference policy of preference training: the same weights with the adapters
+        disabled (PEFT's ``disable_adapter``), so no second model copy is needed."""
+        if self.spec.kind not in ("adapter", "prefix"):
+            raise ValueError(
+                f"method {self.name!r} ({self.spec.kind}) has no adapter to disable for a reference model; "
+                "use dpo.reference=precomputed"
+            )
+        with self.model.disable_adapter():
+            yield
+
+    @contextmanager
     def record_routing(self) -> Iterator[Any]:
         """The adapter's routing recorder; only methods with a router have one."""
         if not self.has_routing:

@@ -1,20 +1,21 @@
-"""The SFT loop shared by every trainable method, on ``accelerate``.
+"""The training loop shared by every trainable method and objective (SFT, DPO, GRPO), on ``accelerate``.
 
 Public API::
 
-    train(prepared, dataset, collate_fn, config, output_dir, *, resume=False, run_identity=None,
-          allow_changed=(), on_step=None) -> TrainResult
+    train(prepared, dataset, collate_fn, config, output_dir, *, objective=None, resume=False,
+          run_identity=None, allow_changed=(), on_step=None) -> TrainResult
 
-``dataset`` is any sized sequence of examples and ``collate_fn`` turns a list of them into a dict with
-``input_ids``, ``attention_mask``, ``labels`` (-100 outside the answer) and, for methods that route on
-the profile, ``demographic_embeds`` [batch, encoder_dim]; ``respondent_id`` / ``question_id`` lists are
-optional and only used to name a batch in errors.
+``dataset`` is any sized sequence of examples and ``collate_fn`` turns a list of them into the batch the
+objective reads (`cuma.train.objectives`; for SFT ``input_ids``, ``attention_mask``, ``labels`` with -100
+outside the answer and, for methods that route on the profile, ``demographic_embeds`` [batch,
+encoder_dim]); ``respondent_id`` / ``question_id`` lists are optional and only used to name a batch in
+errors.
 
 How it trains (docs/design.md, "Training", says where this differs from the authors' trainer):
 
 * Gradient accumulation is done here, not by ``Accelerator(gradient_accumulation_steps=...)``: the
-  micro-batches of one optimizer step are fetched first, so the loss is the exact mean over every
-  answer token of the step (on every process), whatever their split over micro-batches and lengths.
+  micro-batches of one optimizer step are fetched first, so the loss is the exact mean over every unit
+  of the step (answer token, pair, ...; on every process), whatever their split over micro-batches.
 * The schedule is built from the real number of optimizer steps (``plan_steps``), after the loader is
   prepared, so it is right for any process count, accumulation and number of epochs.
 * The scheduler is stepped here only after an optimizer step, and is not passed to
@@ -62,8 +63,8 @@ from cuma.train.checkpoint import (
 )
 from cuma.train.data import make_loader
 from cuma.train.layout import train_settings
-from cuma.train.loss import answer_token_loss_sum, count_answer_tokens
 from cuma.train.monitor import hparams, postfix, routing_stats, trackers
+from cuma.train.objectives import SFT, Objective
 from cuma.train.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 
 PRECISIONS = {"bf16": "bf16", "fp32": "no"}  # train.precision -> accelerate mixed_precision
@@ -107,6 +108,7 @@ def train(
     config: TrainConfig,
     output_dir: str | Path,
     *,
+    objective: Objective | None = None,
     resume: bool = False,
     run_identity: dict[str, Any] | None = None,
     allow_changed: Iterable[str] = (),
@@ -114,7 +116,9 @@ def train(
 ) -> TrainResult:
     """Train ``prepared`` on ``dataset``; checkpoints go to ``output_dir/checkpoints``.
 
-    ``resume`` continues from the newest valid checkpoint there (or starts fresh when there is none).
+    ``objective`` is what is optimised (`cuma.train.objectives`; default SFT), and ``collate_fn`` must
+    make the batches it reads. ``resume`` continues from the newest valid checkpoint there (or starts
+    fresh when there is none).
     ``run_identity`` is everything else that determines the result (JSON values); a resume refuses a
     checkpoint whose identity differs, except in the ``allow_changed`` keys (``train.lr``, ``data.seed``...).
     ``on_step(global_step, logs)`` runs after each optimizer step and its checkpoint, if any.
@@ -129,6 +133,7 @@ def train(
             collate_fn,
             config,
             output_dir,
+            objective or SFT(),
             resume,
             run_identity or {},
             allow_changed,
@@ -142,6 +147,7 @@ def _train(
     collate_fn: Callable[[list[Any]], dict[str, Any]],
     config: TrainConfig,
     output_dir: Path,
+    objective: Objective,
     resume: bool,
     run_identity: dict[str, Any],
     allow_changed: Iterable[str],
@@ -188,7 +194,9 @@ def _train(
     if trackers(config):
         accelerator.init_trackers("logs", config=hparams(config, prepared.name))
 
-    loop = _Loop(accelerator, prepared, model, optimizer, scheduler, config, plan, root, run_shape, on_step)
+    loop = _Loop(
+        accelerator, prepared, model, objective, optimizer, scheduler, config, plan, root, run_shape, on_step
+    )
     try:
         last = loop.run(loader, sampler, position) or start  # None: resumed a finished run
     finally:
@@ -209,6 +217,7 @@ class _Loop:
         accelerator: Accelerator,
         prepared: PreparedModel,
         model: torch.nn.Module,
+        objective: Objective,
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
         config: TrainConfig,
@@ -220,6 +229,7 @@ class _Loop:
         self.accelerator = accelerator
         self.prepared = prepared
         self.model = model
+        self.objective = objective
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.config = config
@@ -287,21 +297,24 @@ class _Loop:
         )
 
     def _step(self, micro: list[dict[str, Any]], first_index: int) -> dict[str, float]:
-        """One optimizer step over ``micro``; the loss is the mean over all answer tokens of the step."""
-        acc, step = self.accelerator, self.global_step + 1
+        """One optimizer step over ``micro``: the objective's loss is the mean over all its units (answer
+        tokens, pairs, ...) of the step on every process, plus the router losses."""
+        acc, step, objective = self.accelerator, self.global_step + 1, self.objective
         started = time.perf_counter()
+        micro = [objective.rollout(self.prepared, batch) for batch in micro]
         local = torch.stack(
             [
-                sum(count_answer_tokens(b["labels"]) for b in micro),
-                sum(b["attention_mask"].sum() for b in micro),
+                sum(objective.units(b) for b in micro).float(),
+                sum(v.sum() for b in micro for k, v in b.items() if k.endswith("attention_mask")).float(),
             ]
         )
-        answer_tokens, tokens = acc.reduce(local.float(), reduction="sum").tolist()
-        if answer_tokens == 0:
-            raise ValueError(f"step {step}: no answer tokens (every label is -100) in {_describe(micro[0])}")
+        units, tokens = acc.reduce(local.to(acc.device), reduction="sum").tolist()
+        if units == 0:
+            raise ValueError(f"step {step}: no {objective.unit_name} in {_describe(micro[0])}")
         record = self.prepared.has_routing and step % self.config.routing_stats_every == 0
         routing: dict[str, float] = {}
-        ce_total = torch.zeros((), device=acc.device)
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, torch.Tensor] = {}
         aux_total = torch.zeros((), device=acc.device)
         finite: list[torch.Tensor] = []
         for i, batch in enumerate(micro):
@@ -310,23 +323,25 @@ class _Loop:
                 if not last:
                     stack.enter_context(acc.no_sync(self.model))
                 rec = stack.enter_context(self.prepared.record_routing()) if record and i == 0 else None
-                out = self.model(batch["input_ids"], batch["attention_mask"], batch.get("demographic_embeds"))
-                ce = answer_token_loss_sum(out.logits, batch["labels"])
-                aux = out.aux_loss.float()
-                loss = ce * (acc.num_processes / answer_tokens) + aux / len(micro)
+                part = objective.loss(self.model, self.prepared, batch)
+                loss = part.value * (acc.num_processes / units) + part.aux_loss / len(micro)
                 acc.backward(loss)
             if rec is not None:
-                routing = routing_stats(rec.weights, batch["attention_mask"])
+                routing = routing_stats(rec.weights, part.attention_mask)
             finite.append(torch.isfinite(loss.detach()))
-            ce_total += ce.detach()
-            aux_total += aux.detach()
-        bad_local = (~torch.stack(finite)).sum()
-        ce_sum, aux_sum, bad = acc.reduce(
-            torch.stack([ce_total, aux_total, bad_local.float()]), "sum"
-        ).tolist()
+            aux_total += part.aux_loss.detach()
+            for target, values in ((sums, part.sums), (counts, part.counts)):
+                for key, value in values.items():
+                    target[key] = target.get(key, 0) + value.detach().float().to(acc.device)
+        names = sorted(sums), sorted(counts)
+        local = torch.stack([aux_total, (~torch.stack(finite)).sum().float(), *(sums[k] for k in names[0])])
+        local = torch.cat([local, torch.stack([counts[k] for k in names[1]])]) if names[1] else local
+        aux_sum, bad, *totals = acc.reduce(local, "sum").tolist()
         if bad:
             raise FloatingPointError(self._nan_message(step, micro, finite, first_index))
-        logs = {"loss": ce_sum / answer_tokens, "aux_loss": aux_sum / (len(micro) * acc.num_processes)}
+        logs = {key: value / units for key, value in zip(names[0], totals, strict=False)}
+        logs.update(zip(names[1], totals[len(names[0]) :], strict=True))
+        logs["aux_loss"] = aux_sum / (len(micro) * acc.num_processes)
         # The norm is of the synchronised gradients: every process sees the same value and stops together.
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
         logs["grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(), max_norm))
