@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import get_args, get_type_hints
 
 import numpy as np
 import pandas as pd
 import torch
 
-TOKEN_SCOPES = ("answer", "prompt")
+from cuma.config import EvalConfig
+
+TOKEN_SCOPES: tuple[str, ...] = get_args(get_type_hints(EvalConfig)["routing_tokens"])
+"""Which tokens' routing a row's vector is read from (the values ``eval.routing_tokens`` allows)."""
 
 
 class RoutingCollector:
