@@ -89,7 +89,7 @@ def check_resume(
             continue
         persona = persona_in_prompt(name, config)
         for seed in config.seeds:
-            root = train_dir(train_root, name, seed) / CHECKPOINT_DIR
+            root = train_dir(train_root, name, seed, config.train.objective) / CHECKPOINT_DIR
             start, skipped = newest_valid_checkpoint(root)
             if start is None:
                 if skipped:
@@ -137,7 +137,7 @@ def _check_adapter(name: str, config: ExperimentConfig) -> None:
 def _checkpoint_dirs(train_root: Path, config: ExperimentConfig, methods: Sequence[str]) -> list[Path]:
     """Where each trainable method and seed of the run keeps its checkpoints."""
     return [
-        train_dir(train_root, name, seed) / CHECKPOINT_DIR
+        train_dir(train_root, name, seed, config.train.objective) / CHECKPOINT_DIR
         for name in methods
         if get_method(name).trainable
         for seed in config.seeds

@@ -86,10 +86,18 @@ class CuMAModel(BaseTuner):
             self._recorder: RoutingRecord | None = None
         if not isinstance(config, CuMAConfig):
             raise TypeError(f"CuMAModel takes a CuMAConfig, got {type(config).__name__}")
+        self._add_containers(model, config, adapter_name)
+
+    def _add_containers(self, model: nn.Module, config: CuMAConfig, adapter_name: str) -> None:
+        """The adapter's router table and projection, made once per adapter (also for adapters that
+        ``PeftModel.add_adapter`` adds later, as TRL's DPOTrainer does for its reference copy)."""
+        if adapter_name in self.cuma_routers:
+            return
         self.cuma_routers[adapter_name] = nn.ModuleDict()
         if config.uses_demographics:
             device = next(model.parameters()).device
             self.cuma_projection[adapter_name] = DemographicProjection(config).to(device)
+        self._containers(adapter_name).requires_grad_(adapter_name in self.active_adapters)
 
     def _create_and_replace(
         self,
@@ -109,6 +117,7 @@ class CuMAModel(BaseTuner):
             raise ValueError(
                 f"CuMAConfig.target_modules matches {current_key}, a {type(target).__name__}, not nn.Linear"
             )
+        self._add_containers(self.model, peft_config, adapter_name)
         router_key = None
         if peft_config.has_router:
             router_key = self._router_for(adapter_name, current_key, target_name, linear, peft_config)
@@ -126,7 +135,8 @@ class CuMAModel(BaseTuner):
         router_key = f"{parent}.{'+'.join(group)}".replace(".", "-")
         routers = self.cuma_routers[adapter_name]
         if router_key not in routers:
-            routers[router_key] = Router(config, linear.in_features).to(linear.weight.device)
+            router = Router(config, linear.in_features).to(linear.weight.device)
+            routers[router_key] = router.requires_grad_(adapter_name in self.active_adapters)
             return router_key
         shared = routers[router_key].hidden_proj
         if shared is not None and shared.in_features != linear.in_features:

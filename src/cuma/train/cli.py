@@ -100,37 +100,38 @@ def train_method(
     config: ExperimentConfig, method: str, resume: bool = False, changed: Sequence[str] = ()
 ) -> TrainResult:
     """Load data, model and encoder as ``cuma compare`` does, build ``method`` and train it."""
-    from cuma.data.collate import SFTCollator
     from cuma.data.experiment import prepare_data
     from cuma.encoder import make_encoder
-    from cuma.methods import build_method, get_method
+    from cuma.methods import get_method
     from cuma.models import load_base_model
     from cuma.preflight import check_no_checkpoints, check_settings
+    from cuma.processes import process_state
     from cuma.train.layout import run_identity, train_dir
+    from cuma.train.recipe import starting_method, training_recipe
     from cuma.train.trainer import CHECKPOINT_DIR, train
 
     check_settings(config, [method])
     if not get_method(method).trainable:
         raise CumaError(f"method {method!r} has nothing to train; evaluate it with cuma compare")
-    out = train_dir(Path(config.output_dir) / "train", method, config.train.seed)
+    out = train_dir(Path(config.output_dir) / "train", method, config.train.seed, config.train.objective)
     if not resume:
         check_no_checkpoints(out / CHECKPOINT_DIR)
     data = prepare_data(config.data)
     base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
     encoder = make_encoder(config.model)
-    prepared = build_method(method, base, config, encoder=encoder)
+    prepared = starting_method(config, method, base, encoder)
     logger.info("%s: trainable parameters\n%s", method, prepared.parameter_report())
     if prepared.uses_demographics:
         data = data.with_embeddings(encoder)
-    examples = data.examples("train", prepared.persona_in_prompt)
-    collate = SFTCollator(tokenizer, max_length=config.data.max_length)
-    identity = run_identity(config, method, examples)
+    recipe = training_recipe(config, data, tokenizer, prepared, process_state().device)
+    identity = run_identity(config, method, data.examples("train", prepared.persona_in_prompt))
     return train(
         prepared,
-        examples,
-        collate,
+        recipe.dataset,
+        recipe.collate_fn,
         config.train,
         out,
+        objective=recipe.objective,
         resume=resume,
         run_identity=identity,
         allow_changed=changed,

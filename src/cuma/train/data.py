@@ -48,6 +48,39 @@ class WithIds:
         return batch
 
 
+@dataclass(frozen=True)
+class WithExtras(Sequence):
+    """A dataset whose item ``i`` carries ``extras[i]`` (tensors computed once before training, such as
+    precomputed reference log-probs); `ExtrasCollate` puts them into the batch."""
+
+    dataset: Sequence[Any]
+    extras: Sequence[dict[str, torch.Tensor]]
+
+    def __post_init__(self) -> None:
+        if len(self.dataset) != len(self.extras):
+            raise ValueError(f"{len(self.extras)} extras for {len(self.dataset)} examples")
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, dict[str, torch.Tensor]]:
+        return self.dataset[index], self.extras[index]
+
+
+@dataclass
+class ExtrasCollate:
+    """Collates `WithExtras` items: the examples by ``collate_fn``, each extra stacked into a tensor."""
+
+    collate_fn: Callable[[list[Any]], dict[str, Any]]
+
+    def __call__(self, items: list[tuple[Any, dict[str, torch.Tensor]]]) -> dict[str, Any]:
+        examples = [example for example, _ in items]
+        batch = WithIds(self.collate_fn)(examples)
+        for key in items[0][1]:
+            batch[key] = torch.stack([extras[key] for _, extras in items])
+        return batch
+
+
 def make_loader(
     dataset: Sequence[Any], collate_fn: Callable[[list[Any]], dict[str, Any]], batch_size: int, seed: int
 ) -> tuple[DataLoader, EpochSampler]:

@@ -15,9 +15,11 @@ from cuma.config import ExperimentConfig, TrainConfig
 RESUME_NEUTRAL = ("save_every", "keep_checkpoints", "log_every", "routing_stats_every", "report_to")
 
 
-def train_dir(train_root: Path, name: str, seed: int) -> Path:
-    """The run folder of method ``name`` trained with ``seed`` (its checkpoints and logs go inside)."""
-    return train_root / f"{name}-seed{seed}"
+def train_dir(train_root: Path, name: str, seed: int, objective: str = "sft") -> Path:
+    """The run folder of method ``name`` trained with ``seed`` (its checkpoints and logs go inside); a
+    preference objective has its own (``<name>-dpo-seed<seed>``), so it never meets the SFT run's."""
+    stem = name if objective == "sft" else f"{name}-{objective}"
+    return train_root / f"{stem}-seed{seed}"
 
 
 def train_settings(config: TrainConfig) -> dict[str, Any]:
@@ -36,6 +38,8 @@ def run_identity(config: ExperimentConfig, method: str, examples: Sequence[Any])
     ).hexdigest()
     data = {f"data.{k}": v for k, v in dataclasses.asdict(config.data).items() if k != "score_split"}
     model = {f"model.{k}": v for k, v in dataclasses.asdict(config.model).items()}
+    objective = config.train.objective
+    section = {} if objective == "sft" else dataclasses.asdict(getattr(config, objective))
     return {
         "cuma_version": __version__,
         "method": method,
@@ -43,4 +47,25 @@ def run_identity(config: ExperimentConfig, method: str, examples: Sequence[Any])
         **data,
         "data.train_sample_sha256": sample,
         f"adapter_overrides.{method}": config.adapter_overrides.get(method, {}),
+        **{f"{objective}.{k}": v for k, v in section.items()},
     }
+
+
+def starting_model(init_from: str, method: str, seed: int) -> Path:
+    """The model folder ``train.init_from`` names for ``method`` and ``seed``: ``{method}`` and ``{seed}``
+    are filled in (one path serves every method of a comparison), and a run folder stands for its newest
+    valid checkpoint's model."""
+    from cuma.sidecar import SIDECAR_NAME
+    from cuma.train.checkpoint import MODEL_DIR, newest_valid_checkpoint
+
+    path = Path(init_from.format(method=method, seed=seed)).expanduser()
+    if (path / SIDECAR_NAME).is_file():
+        return path
+    start, skipped = newest_valid_checkpoint(path / "checkpoints")
+    if start is None:
+        detail = f": {'; '.join(skipped)}" if skipped else ""
+        raise FileNotFoundError(
+            f"train.init_from={init_from!r}: {path} is neither a saved model folder nor a run folder with a "
+            f"valid checkpoint{detail}"
+        )
+    return start / MODEL_DIR

@@ -1,0 +1,100 @@
+"""What a run trains on, for its objective: the examples, their collator and the `Objective`, built the
+same way by ``cuma train`` and ``cuma compare`` from the experiment's data and config.
+
+* ``sft``: the training split's survey examples, `cuma.data.collate.SFTCollator`.
+* ``dpo``: survey-derived preference pairs of the training split (`cuma.data.preferences`,
+  ``dpo.pairing``: the respondent's own answer against another option), `PreferenceCollator` labelling
+  the answer letter only; with ``dpo.reference=precomputed`` the reference log-probs of every pair are
+  computed once from the starting weights (an SFT adapter given as ``train.init_from``, say).
+* ``grpo``: the training split's prompts, sampled answers rewarded against the respondent's own answer
+  (``grpo.reward``: exact match, or the share of their cell giving the answer, from training data).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cuma.config import ExperimentConfig
+from cuma.data.collate import PreferenceCollator, SFTCollator
+from cuma.data.experiment import ComparisonData
+from cuma.errors import ConfigError
+from cuma.methods import PreparedModel, build_method, get_method, load_trained
+from cuma.train.data import ExtrasCollate, WithExtras
+from cuma.train.layout import starting_model
+from cuma.train.objectives import DPO, GRPO, SFT, Objective, precompute_reference
+from cuma.train.rewards import CellShares, cell_share_reward, exact_match_reward
+from cuma.train.rollouts import RolloutCollator
+
+logger = logging.getLogger("cuma.train")
+
+
+def starting_method(
+    config: ExperimentConfig, name: str, base_model: Any, encoder: Any = None
+) -> PreparedModel:
+    """Method ``name`` ready to train: fresh (`cuma.methods.build_method`), or the trained model that
+    ``train.init_from`` names (`cuma.train.layout.starting_model`), which must be of the same method and
+    fit the run's encoder."""
+    if config.train.init_from is None or not get_method(name).trainable:
+        return build_method(name, base_model, config, encoder=encoder)
+    folder = starting_model(config.train.init_from, name, config.train.seed)
+    prepared = load_trained(folder, base_model, is_trainable=True)
+    if prepared.name != name:
+        raise ConfigError(
+            f"train.init_from: {folder} holds method {prepared.name!r}, this run trains {name!r}"
+        )
+    if prepared.uses_demographics and encoder is not None and hasattr(encoder, "check_adapter"):
+        encoder.check_adapter(prepared.adapter_config)
+    logger.info("%s: starting from %s", name, folder)
+    return prepared
+
+
+@dataclass
+class Recipe:
+    """The examples of a run, the collator that batches them, and the objective that reads the batches."""
+
+    dataset: Sequence[Any]
+    collate_fn: Callable[[list[Any]], dict[str, Any]]
+    objective: Objective
+
+
+def training_recipe(
+    config: ExperimentConfig,
+    data: ComparisonData,
+    tokenizer: Any,
+    prepared: PreparedModel,
+    device: Any = "cpu",
+) -> Recipe:
+    """The `Recipe` of ``config.train.objective`` for ``prepared`` (see the module docstring)."""
+    persona, max_length = prepared.persona_in_prompt, config.data.max_length
+    objective = config.train.objective
+    if objective == "sft":
+        return Recipe(data.examples("train", persona), SFTCollator(tokenizer, max_length=max_length), SFT())
+    if objective == "dpo":
+        from cuma.data.preferences import survey_preferences
+
+        preferences = survey_preferences(data, config.dpo.pairing, seed=config.data.seed, persona=persona)
+        pairs = preferences.pairs["train"]
+        logger.info("%s", preferences.summaries["train"])
+        collate = PreferenceCollator(tokenizer, max_length=max_length, include_end_of_turn=False)
+        if config.dpo.reference == "adapters-off":
+            if prepared.spec.kind not in ("adapter", "prefix"):
+                raise ConfigError(
+                    f"dpo.reference='adapters-off': method {prepared.name!r} has no adapters to disable; "
+                    "set dpo.reference=precomputed"
+                )
+            return Recipe(pairs, collate, DPO(config.dpo))
+        extras = precompute_reference(prepared, pairs, collate, config.eval.batch_size, device)
+        return Recipe(WithExtras(pairs, extras), ExtrasCollate(collate), DPO(config.dpo))
+    train = data.examples("train", persona)
+    if config.grpo.reward == "exact-match":
+        reward = exact_match_reward
+    else:
+        fields = config.grpo.reward_cell_fields or data.survey.profile_fields
+        reward = functools.partial(cell_share_reward, shares=CellShares.from_examples(train, fields))
+    return Recipe(
+        train, RolloutCollator(tokenizer, max_length=max_length), GRPO(config.grpo, tokenizer, reward)
+    )
