@@ -143,12 +143,15 @@ def read_config(directory: str | Path) -> CuMAConfig:
 
 
 def base_identity(base_model: nn.Module) -> dict[str, Any]:
-    """What a saved adapter records about the base model it was trained on."""
+    """What the base model is; saved folders and checkpoints record it, so another base can be refused."""
     config = base_model.config
     return {
         "name_or_path": str(getattr(config, "name_or_path", "") or getattr(base_model, "name_or_path", "")),
         "model_type": config.model_type,
+        "vocab_size": config.vocab_size,
         "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_parameters": sum(p.numel() for p in base_model.parameters()),
     }
 
 

@@ -198,19 +198,6 @@ class PreparedModel(nn.Module):
             load_adapter_tensors(self.model, tensors, str(directory / PEFT_WEIGHTS))
 
 
-def base_identity(base_model: nn.Module) -> dict[str, Any]:
-    """What the base model is; recorded with saved weights and checkpoints."""
-    cfg = base_model.config
-    return {
-        "name_or_path": str(getattr(cfg, "name_or_path", "") or getattr(base_model, "name_or_path", "")),
-        "model_type": cfg.model_type,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_hidden_layers,
-        "num_parameters": sum(p.numel() for p in base_model.parameters()),
-    }
-
-
 def _load_full(model: nn.Module, directory: Path, files: dict[str, str]) -> None:
     """Every weight of a fully fine-tuned model; tied weights (saved once) may be absent."""
     tensors: dict[str, torch.Tensor] = {}
