@@ -3,8 +3,8 @@ error naming the path it could not write."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +13,9 @@ import pytest
 
 from cuma.atomic import atomic_directory, atomic_path, atomic_write_bytes, atomic_write_text
 from cuma.compare.report import write_report
+from cuma.compare.results import ComparisonResults
 from cuma.data.export import export_examples
+from test_compare_results import minimal_results
 
 
 def disk_full(*args, **kwargs):
@@ -104,45 +106,14 @@ def test_directory_is_swapped_whole_or_not_at_all(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["dataset"]
 
 
-def minimal_results() -> dict:
-    metrics = {"test": {"accuracy": 0.5}, "heldout": {"accuracy": 0.4}}
-    run = {"method": "base", "kind": "prompt", "seed": 1, "metrics": metrics, "tables": {}}
-    return {
-        "title": "t",
-        "quick": True,
-        "config": {
-            "seeds": [1],
-            "model": {"name": "m", "encoder": "e"},
-            "data": {"score_split": "test"},
-            "train": {"max_steps": 1, "batch_size": 1, "grad_accum": 1, "lr": 1, "precision": "p"},
-            "eval": {"precision": "p"},
-        },
-        "versions": {},
-        "machine": {"processor": "x", "cpu_count": 1, "torch_threads": 1, "cuda": None},
-        "data": {
-            "dataset": "d",
-            "sizes": {"test": 1, "heldout": 1},
-            "heldout_cells": [],
-            "survey_answers": 1,
-            "survey_respondents": 1,
-            "n_questions": 1,
-            "respondents": {},
-            "group_fields": [],
-            "main_group": "g",
-            "mean_prompt": 1,
-            "longest_prompt": 1,
-            "max_length": 1,
-        },
-        "timings": {},
-        "runs": [run],
-    }
+def without_figures(title: str) -> ComparisonResults:
+    return dataclasses.replace(minimal_results(title), figures=[])
 
 
 def test_report_is_replaced_only_when_every_file_is_complete(tmp_path, monkeypatch):
-    write_report(minimal_results(), tmp_path)
+    write_report(without_figures("t"), tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    results = minimal_results()
-    results["title"] = "second report"
+    results = without_figures("second report")
 
     write_text = Path.write_text
 
@@ -155,7 +126,7 @@ def test_report_is_replaced_only_when_every_file_is_complete(tmp_path, monkeypat
     with pytest.raises(OSError, match=r"cannot write .*results\.csv: No space left on device"):
         write_report(results, tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    assert json.loads((tmp_path / "results.json").read_text())["title"] == "t"
+    assert ComparisonResults.read(tmp_path / "results.json").title == "t"
 
 
 @dataclass

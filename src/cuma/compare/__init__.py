@@ -1,10 +1,12 @@
 """The comparison experiment: train and score methods on a survey, then write a report directory.
 
 `run_comparison(config, quick=False, resume=False) -> Path` runs it (``cuma compare`` on the command
-line). Modules: ``preflight`` (checks before any model work), ``methods_run`` (one method and seed),
-``tables`` (per-question CSVs), ``figures`` and ``plots`` (PNG figures, routing topology), ``report``
-(results.json, results.csv, report.md, report.html), ``environment`` (versions, machine). The
-experiment's data lives in `cuma.data.experiment`, the ``--quick`` settings in `cuma.quick`.
+line). Modules: ``run`` (the driver), ``methods_run`` (one method and seed), ``results`` (the typed
+results, and the one reader and writer of results.json), ``tables`` (per-question CSVs), ``figures`` and
+``plots`` (PNG figures, routing topology), ``report`` (results.json, results.csv, report.md,
+report.html), ``report_dir`` (one report per directory), ``environment`` (versions, machine). The checks
+before any model work live in `cuma.preflight`, the experiment's data in `cuma.data.experiment`, the
+``--quick`` settings in `cuma.quick`.
 """
 
 from importlib import import_module

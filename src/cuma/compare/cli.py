@@ -34,6 +34,7 @@ def main(args: argparse.Namespace) -> None:
     config = load_config(args.config or DEFAULT_CONFIG, args.overrides, quick=args.quick)
     # The comparison's modules load torch and friends (seconds): only once the config is known good.
     from cuma.compare.report import markdown_table
+    from cuma.compare.results import RESULTS_FILE, ComparisonResults
     from cuma.compare.run import run_comparison
     from cuma.processes import log_from_main_process
 
@@ -46,5 +47,5 @@ def main(args: argparse.Namespace) -> None:
         resume_changed=args.resume_changed,
     )
     if main_process:
-        print("\n".join(markdown_table(out / "results.json")))
+        print("\n".join(markdown_table(ComparisonResults.read(out / RESULTS_FILE).table)))
         print(f"\nreport: {out / 'report.md'} and {out / 'report.html'}")

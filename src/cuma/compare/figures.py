@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from cuma.atomic import atomic_path
 from cuma.compare import plots
+from cuma.compare.results import Figure, Topology
 from cuma.data.experiment import EVAL_SPLITS, SPLITS
 from cuma.evaluation.topology import RoutingTrace, expert_usage, group_projection, usage_matrix
 from cuma.metrics import THRESHOLDS, argmax_emd, emd_coverage, entropy_table, group_accuracy_table
@@ -24,13 +24,13 @@ def make_figures(
     routing: Mapping[str, RoutingTrace],
     main_group: str,
     seed: int,
-) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    """Write every figure under ``out/figures``; return (title, file) entries and topology numbers."""
+) -> tuple[list[Figure], dict[str, Topology]]:
+    """Write every figure under ``out/figures``; return them, and each routed method's topology."""
     folder = out / "figures"
-    figures = []
+    figures: list[Figure] = []
 
     def add(title: str, path: Path) -> None:
-        figures.append({"title": title, "file": str(path.relative_to(out))})
+        figures.append(Figure(title, path.relative_to(out).as_posix()))
 
     for split in EVAL_SPLITS:
         curves = {
@@ -54,7 +54,7 @@ def make_figures(
     entropies = {method: entropy_table(preds["test"]) for method, preds in predictions.items()}
     add(title, plots.entropy_scatter(entropies, folder / "entropy.png", title))
 
-    topology = {}
+    topology: dict[str, Topology] = {}
     for method, trace in routing.items():
         usage = expert_usage(trace.vectors, trace.groups)
         matrix = usage_matrix(usage, min_count=MIN_GROUP_ANSWERS)
@@ -67,11 +67,11 @@ def make_figures(
         add(title, plots.routing_projection(projection, folder / f"routing-projection-{method}.png", title))
         with atomic_path(out / f"routing-usage-{method}.csv") as tmp:
             usage.to_csv(tmp, index=False)
-        topology[method] = {
-            "routers": list(trace.vectors),
-            "experts": int(matrix.shape[1]),
-            "mean_weight": {label: [float(w) for w in row] for label, row in matrix.iterrows()},
-            "projection": projection.to_dict(orient="records"),
-            "explained_variance": projection.attrs["explained"],
-        }
+        topology[method] = Topology(
+            routers=list(trace.vectors),
+            experts=int(matrix.shape[1]),
+            mean_weight={str(label): [float(w) for w in row] for label, row in matrix.iterrows()},
+            projection=projection.to_dict(orient="records"),
+            explained_variance=projection.attrs["explained"],
+        )
     return figures, topology

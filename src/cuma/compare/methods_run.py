@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from cuma.compare.results import MethodRun
 from cuma.config import ExperimentConfig
 from cuma.data.collate import SFTCollator
 from cuma.data.examples import examples_frame
@@ -52,9 +53,9 @@ class Stopwatch:
 
 @dataclass
 class MethodResult:
-    """A method's run record (JSON-ready, goes to results.json), its predictions and its routing."""
+    """A method's run record (goes to results.json), its predictions and its routing."""
 
-    run: dict[str, Any]
+    run: MethodRun
     predictions: dict[str, pd.DataFrame]
     routing: RoutingTrace | None = None
 
@@ -148,20 +149,20 @@ class MethodRunner:
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
                 logger.info("%s seed %d %s: accuracy %.3f", name, seed, split, metrics[split]["accuracy"])
         adapter = prepared.spec.kind == "adapter"
-        run = {
-            "method": name,
-            "seed": seed,
-            "kind": prepared.spec.kind,
-            "adapter_config": prepared.settings if adapter else None,  # preset with adapter_overrides applied
-            "settings": {} if adapter else prepared.settings,
-            "persona_in_prompt": persona,
-            "uses_demographics": prepared.uses_demographics,
-            "trainable_params": trainable,
-            "trainable_pct": percent,
-            "train_seconds": train_seconds,
-            "eval_seconds": self.clock.timings[stage],
-            "metrics": metrics,
-        }
+        run = MethodRun(
+            method=name,
+            seed=seed,
+            kind=prepared.spec.kind,
+            adapter_config=prepared.settings if adapter else None,  # preset with adapter_overrides applied
+            settings={} if adapter else prepared.settings,
+            persona_in_prompt=persona,
+            uses_demographics=prepared.uses_demographics,
+            trainable_params=trainable,
+            trainable_pct=percent,
+            train_seconds=train_seconds,
+            eval_seconds=self.clock.timings[stage],
+            metrics=metrics,
+        )
         routing = (
             RoutingTrace.from_collectors(collectors, predictions, self.fields, SPLITS) if collectors else None
         )
@@ -178,18 +179,20 @@ class MethodRunner:
                 test_frame = examples_frame(self.data.splits[split])
                 predictions[split] = REFERENCE_BASELINES[name](train_frame, test_frame, features, settings)
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
-        run = {
-            "method": name,
-            "seed": seed,
-            "kind": "reference",
-            "adapter_config": None,
-            "settings": {**dataclasses.asdict(settings), "fields": features},
-            "trainable_params": None,
-            "trainable_pct": None,
-            "train_seconds": None,
-            "eval_seconds": time.perf_counter() - start,
-            "metrics": metrics,
-        }
+        run = MethodRun(
+            method=name,
+            seed=seed,
+            kind="reference",
+            adapter_config=None,
+            settings={**dataclasses.asdict(settings), "fields": features},
+            persona_in_prompt=None,
+            uses_demographics=None,
+            trainable_params=None,
+            trainable_pct=None,
+            train_seconds=None,
+            eval_seconds=time.perf_counter() - start,
+            metrics=metrics,
+        )
         return MethodResult(run, predictions)
 
 

@@ -15,6 +15,7 @@ run's temporary checkpoint folder is made by the main process and its name broad
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import shutil
@@ -33,8 +34,9 @@ from cuma.atomic import atomic_path
 from cuma.compare.environment import machine, versions
 from cuma.compare.figures import make_figures
 from cuma.compare.methods_run import MethodRunner, Stopwatch
-from cuma.compare.report import write_report
+from cuma.compare.report import results_table, write_report
 from cuma.compare.report_dir import locked_report_dir
+from cuma.compare.results import ComparisonResults, DataSummary, Machine, MethodRun
 from cuma.compare.tables import write_tables
 from cuma.config import ExperimentConfig
 from cuma.data.experiment import SPLITS, ComparisonData, prepare_data
@@ -132,17 +134,20 @@ def _compare(
         clock,
     )
     first = config.seeds[0]
-    runs: list[dict[str, Any]] = []
+    runs: list[MethodRun] = []
     predictions: dict[str, dict[str, pd.DataFrame]] = {}
     routing: dict[str, RoutingTrace] = {}
     state = process_state()
     for seed in config.seeds:
         for name in methods:
             result = runner.run(name, seed)
-            runs.append(result.run)
+            run = result.run
             if state.is_main_process:
                 _save_predictions(out, name, seed, result.predictions)
-                result.run["tables"] = write_tables(out, name, seed, result.predictions, fields)
+                run = dataclasses.replace(
+                    run, tables=write_tables(out, name, seed, result.predictions, fields)
+                )
+            runs.append(run)
             if seed == first:
                 predictions[name] = result.predictions
                 if result.routing is not None:
@@ -151,20 +156,21 @@ def _compare(
         with clock.stage("figures and report"):
             figures, topology = make_figures(out, predictions, routing, main_group, first)
             clock.timings["total"] = time.perf_counter() - started
-            results = {
-                "title": f"CuMA comparison on {config.data.dataset}" + (" (quick)" if quick else ""),
-                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "command": " ".join(sys.argv),
-                "quick": quick,
-                "config": config.to_dict(),
-                "versions": versions(),
-                "machine": machine(),
-                "data": _data_summary(config, data, fields, main_group, _prompt_lengths(tokenizer, data)),
-                "timings": clock.timings,
-                "runs": runs,
-                "topology": topology,
-                "figures": figures,
-            }
+            results = ComparisonResults(
+                title=f"CuMA comparison on {config.data.dataset}" + (" (quick)" if quick else ""),
+                created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                command=" ".join(sys.argv),
+                quick=quick,
+                config=config,
+                versions=versions(),
+                machine=Machine(**machine()),
+                data=_data_summary(config, data, fields, main_group, _prompt_lengths(tokenizer, data)),
+                timings=clock.timings,
+                runs=runs,
+                topology=topology,
+                figures=figures,
+                table=results_table(runs),
+            )
             write_report(results, out)
         logger.info("report written to %s (total %.1f s)", out / "report.md", time.perf_counter() - started)
     state.wait_for_everyone()  # every process returns once the report exists
@@ -173,23 +179,23 @@ def _compare(
 
 def _data_summary(
     config: ExperimentConfig, data: ComparisonData, fields: list[str], main_group: str, lengths: list[int]
-) -> dict[str, Any]:
+) -> DataSummary:
     survey = data.survey
-    return {
-        "dataset": config.data.dataset,
-        "survey_answers": len(survey.answers),
-        "survey_respondents": len(survey.respondents),
-        "n_questions": len(survey.questions),
-        "sizes": data.sizes(),
-        "respondents": data.respondents,
-        "heldout_cells": data.cells,
-        "group_fields": fields,
-        "main_group": main_group,
-        "cell_fields": config.eval.cell_fields or fields,
-        "max_length": config.data.max_length,
-        "longest_prompt": max(lengths),
-        "mean_prompt": float(np.mean(lengths)),
-    }
+    return DataSummary(
+        dataset=config.data.dataset,
+        survey_answers=len(survey.answers),
+        survey_respondents=len(survey.respondents),
+        n_questions=len(survey.questions),
+        sizes=data.sizes(),
+        respondents=data.respondents,
+        heldout_cells=data.cells,
+        group_fields=fields,
+        main_group=main_group,
+        cell_fields=config.eval.cell_fields or fields,
+        max_length=config.data.max_length,
+        longest_prompt=max(lengths),
+        mean_prompt=float(np.mean(lengths)),
+    )
 
 
 def _prompt_lengths(tokenizer: Any, data: ComparisonData) -> list[int]:
