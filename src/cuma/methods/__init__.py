@@ -2,8 +2,9 @@
 one builder per kind (`builders`) into a `PreparedModel` with one call signature and one save format
 (`prepared`)."""
 
+from cuma.adapter.peft_model import base_identity
 from cuma.methods.builders import BUILDERS, build_method, load_trained
-from cuma.methods.prepared import MethodOutput, PreparedModel, base_identity
+from cuma.methods.prepared import MethodOutput, PreparedModel
 from cuma.methods.registry import (
     METHODS,
     MethodSpec,

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from cuma.adapter.peft_model import base_identity
 from cuma.config import ExperimentConfig, PrefixConfig
 from cuma.errors import ConfigError
-from cuma.methods.prepared import PreparedModel, base_identity
+from cuma.methods.prepared import PreparedModel
 from cuma.methods.registry import MethodSpec, check_methods, get_method, method_overrides, persona_in_prompt
 from cuma.sidecar import read_sidecar
 
