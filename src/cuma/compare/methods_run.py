@@ -20,17 +20,17 @@ import torch
 
 from cuma.compare.results import MethodRun
 from cuma.config import ExperimentConfig
-from cuma.data.collate import SFTCollator
 from cuma.data.examples import examples_frame
 from cuma.data.experiment import EVAL_SPLITS, SPLITS, ComparisonData
 from cuma.evaluation.few_shot import add_shots
 from cuma.evaluation.scoring import score_examples
 from cuma.evaluation.topology import RoutingCollector, RoutingTrace
-from cuma.methods import PreparedModel, build_method
+from cuma.methods import PreparedModel
 from cuma.metrics import summarize
 from cuma.processes import process_state
 from cuma.reference_baselines import REFERENCE_BASELINES, BaselineConfig
 from cuma.train.layout import run_identity, train_dir
+from cuma.train.recipe import starting_method, training_recipe
 from cuma.train.trainer import train
 
 logger = logging.getLogger("cuma.compare")
@@ -94,8 +94,8 @@ class MethodRunner:
     def _llm(self, name: str, seed: int) -> MethodResult:
         # Each seed of ``seeds`` is the training seed: adapter initialisation, data order, dropout.
         config = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, seed=seed))
-        # build_method changes the base in place (adapters, requires_grad), so every method gets a copy.
-        prepared = build_method(name, copy.deepcopy(self.base), config, encoder=self.encoder)
+        # Building changes the base in place (adapters, requires_grad), so every method gets a copy.
+        prepared = starting_method(config, name, copy.deepcopy(self.base), self.encoder)
         trainable, percent = parameter_count(prepared)
         logger.info(
             "%s seed %d: %s trainable parameters (%.3f%% of base)", name, seed, f"{trainable:,}", percent
@@ -105,16 +105,16 @@ class MethodRunner:
         if prepared.trainable:
             stage = f"{name} seed {seed}: train"
             with self.clock.stage(stage):
-                collate = SFTCollator(self.tokenizer, max_length=config.data.max_length)
-                examples = self.data.examples("train", persona)
+                recipe = training_recipe(config, self.data, self.tokenizer, prepared, process_state().device)
                 train(
                     prepared,
-                    examples,
-                    collate,
+                    recipe.dataset,
+                    recipe.collate_fn,
                     config.train,
-                    train_dir(self.train_root, name, seed),
+                    train_dir(self.train_root, name, seed, config.train.objective),
+                    objective=recipe.objective,
                     resume=self.resume,
-                    run_identity=run_identity(config, name, examples),
+                    run_identity=run_identity(config, name, self.data.examples("train", persona)),
                     allow_changed=self.resume_changed,
                 )
             train_seconds = self.clock.timings[stage]
