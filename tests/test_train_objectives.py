@@ -182,3 +182,21 @@ def test_trl_dpo_trainer_trains_a_cuma_model_with_the_profile_collator(tmp_path:
     trainer.train()
     assert trainer.state.log_history[0]["loss"] > 0
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_one_comparison_reports_sft_dpo_and_grpo_runs_of_a_method(tmp_path: Path) -> None:
+    from cuma.compare.results import ComparisonResults
+    from cuma.compare.run import run_comparison
+    from cuma.config import ExperimentConfig
+    from cuma.quick import quick_config
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    config = quick_config(ExperimentConfig()).with_overrides(
+        [f"output_dir={tmp_path / 'run'}", "methods=[lora, lora@dpo, lora@grpo]", "train.max_steps=1",
+         "data.heldout_cells={}", "grpo.num_generations=2"]
+    )  # fmt: skip
+    out = run_comparison(config, quick=True)
+    runs = {run.method for run in ComparisonResults.read(out / "results.json").runs}
+    assert {"lora", "lora@dpo", "lora@grpo"} <= runs
+    with pytest.raises(ValueError, match="unknown objective 'ppo'"):
+        run_comparison(config.with_overrides(["methods=[lora@ppo]"]), quick=True)

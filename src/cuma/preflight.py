@@ -21,7 +21,15 @@ from cuma.config import ExperimentConfig
 from cuma.data.experiment import ComparisonData
 from cuma.data.render import letter_token_ids
 from cuma.errors import ConfigError
-from cuma.methods import base_identity, check_methods, get_method, method_overrides, persona_in_prompt
+from cuma.methods import (
+    base_identity,
+    check_methods,
+    entry_config,
+    get_method,
+    method_overrides,
+    persona_in_prompt,
+    split_entry,
+)
 from cuma.sidecar import read_sidecar
 from cuma.train.checkpoint import (
     MODEL_DIR,
@@ -38,8 +46,8 @@ from cuma.train.trainer import CHECKPOINT_DIR
 def check_settings(config: ExperimentConfig, methods: Sequence[str]) -> None:
     """Every method is known, and every adapter method's preset with its overrides is a valid `CuMAConfig`."""
     check_methods(methods, config)
-    for name in methods:
-        _check_adapter(name, config)
+    for entry in methods:
+        _check_adapter(split_entry(entry)[0], config)
 
 
 def check_fields(config: ExperimentConfig, fields: list[str], main_group: str, known: list[str]) -> None:
@@ -83,13 +91,13 @@ def check_resume(
     it has loaded, with the same train settings, data sample and model (`cuma.train.layout.run_identity`),
     so no method is trained or scored before a later one would refuse."""
     expected_base = base_identity(base)
-    for name in methods:
-        spec = get_method(name)
-        if not spec.trainable:
+    for entry in methods:
+        name, run = entry_config(entry, config)
+        if not get_method(name).trainable:
             continue
-        persona = persona_in_prompt(name, config)
-        for seed in config.seeds:
-            root = train_dir(train_root, name, seed, config.train.objective) / CHECKPOINT_DIR
+        persona = persona_in_prompt(name, run)
+        for seed in run.seeds:
+            root = train_dir(train_root, name, seed, run.train.objective) / CHECKPOINT_DIR
             start, skipped = newest_valid_checkpoint(root)
             if start is None:
                 if skipped:
@@ -102,8 +110,8 @@ def check_resume(
                     f"{config.model.name!r} loads {expected_base!r}; resume with the model it was trained on "
                     "or choose another output_dir"
                 )
-            train = dataclasses.replace(config.train, seed=seed)
-            seeded = dataclasses.replace(config, train=train)
+            train = dataclasses.replace(run.train, seed=seed)
+            seeded = dataclasses.replace(run, train=train)
             now = {**train_settings(train), **run_identity(seeded, name, data.examples("train", persona))}
             saved = read_run_shape(start)
             check_run_shape(start, {k: saved.get(k) for k in now}, now, set(allow_changed))
@@ -136,9 +144,10 @@ def _check_adapter(name: str, config: ExperimentConfig) -> None:
 
 def _checkpoint_dirs(train_root: Path, config: ExperimentConfig, methods: Sequence[str]) -> list[Path]:
     """Where each trainable method and seed of the run keeps its checkpoints."""
+    runs = [entry_config(entry, config) for entry in methods]
     return [
-        train_dir(train_root, name, seed, config.train.objective) / CHECKPOINT_DIR
-        for name in methods
+        train_dir(train_root, name, seed, run.train.objective) / CHECKPOINT_DIR
+        for name, run in runs
         if get_method(name).trainable
         for seed in config.seeds
     ]

@@ -25,7 +25,7 @@ from cuma.data.experiment import EVAL_SPLITS, SPLITS, ComparisonData
 from cuma.evaluation.few_shot import add_shots
 from cuma.evaluation.scoring import score_examples
 from cuma.evaluation.topology import RoutingCollector, RoutingTrace
-from cuma.methods import PreparedModel
+from cuma.methods import PreparedModel, entry_config
 from cuma.metrics import summarize
 from cuma.processes import process_state
 from cuma.reference_baselines import REFERENCE_BASELINES, BaselineConfig
@@ -91,19 +91,21 @@ class MethodRunner:
                 return self._reference(name, seed)
         return self._llm(name, seed)
 
-    def _llm(self, name: str, seed: int) -> MethodResult:
-        # Each seed of ``seeds`` is the training seed: adapter initialisation, data order, dropout.
-        config = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, seed=seed))
+    def _llm(self, entry: str, seed: int) -> MethodResult:
+        # An entry names a method and maybe its own objective (``cuma@dpo``); each seed of ``seeds`` is the
+        # training seed: adapter initialisation, data order, dropout.
+        name, config = entry_config(entry, self.config)
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
         # Building changes the base in place (adapters, requires_grad), so every method gets a copy.
         prepared = starting_method(config, name, copy.deepcopy(self.base), self.encoder)
         trainable, percent = parameter_count(prepared)
         logger.info(
-            "%s seed %d: %s trainable parameters (%.3f%% of base)", name, seed, f"{trainable:,}", percent
+            "%s seed %d: %s trainable parameters (%.3f%% of base)", entry, seed, f"{trainable:,}", percent
         )
         persona = prepared.persona_in_prompt
         train_seconds = 0.0
         if prepared.trainable:
-            stage = f"{name} seed {seed}: train"
+            stage = f"{entry} seed {seed}: train"
             with self.clock.stage(stage):
                 recipe = training_recipe(config, self.data, self.tokenizer, prepared, process_state().device)
                 train(
@@ -121,7 +123,7 @@ class MethodRunner:
         # Training (accelerate) already runs on this process's device; scoring follows it.
         prepared.to(process_state().device)
         predictions, metrics, collectors = {}, {}, {}
-        stage = f"{name} seed {seed}: score"
+        stage = f"{entry} seed {seed}: score"
         with self.clock.stage(stage):
             for split in EVAL_SPLITS:
                 examples = self.data.examples(split, persona)
@@ -144,13 +146,13 @@ class MethodRunner:
                     padding_side=config.eval.padding_side,
                     precision=config.eval.precision,
                     routing=collectors.get(split),
-                    desc=f"{name} seed {seed} {split}",
+                    desc=f"{entry} seed {seed} {split}",
                 )
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
-                logger.info("%s seed %d %s: accuracy %.3f", name, seed, split, metrics[split]["accuracy"])
+                logger.info("%s seed %d %s: accuracy %.3f", entry, seed, split, metrics[split]["accuracy"])
         adapter = prepared.spec.kind == "adapter"
         run = MethodRun(
-            method=name,
+            method=entry,
             seed=seed,
             kind=prepared.spec.kind,
             adapter_config=prepared.settings if adapter else None,  # preset with adapter_overrides applied

@@ -9,9 +9,11 @@ from cuma.methods.registry import (
     METHODS,
     MethodSpec,
     check_methods,
+    entry_config,
     get_method,
     method_overrides,
     persona_in_prompt,
+    split_entry,
 )
 
 __all__ = [
@@ -23,8 +25,10 @@ __all__ = [
     "base_identity",
     "build_method",
     "check_methods",
+    "entry_config",
     "get_method",
     "load_trained",
     "method_overrides",
     "persona_in_prompt",
+    "split_entry",
 ]

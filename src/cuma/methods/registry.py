@@ -18,11 +18,12 @@ What each method sees (the paper's ablations hinge on it):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from cuma.config import ExperimentConfig, PrefixConfig
+from cuma.config import ExperimentConfig, Objective, PrefixConfig
 from cuma.errors import ConfigError
 from cuma.fieldcheck import check_mapping
 
@@ -81,10 +82,34 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
+def split_entry(entry: str) -> tuple[str, str | None]:
+    """A ``methods`` entry is ``NAME`` or ``NAME@OBJECTIVE`` (``cuma@dpo``): the method trained with another
+    objective than ``train.objective``, so SFT, DPO and GRPO runs of a method share one report."""
+    name, sep, objective = entry.partition("@")
+    spec = get_method(name)
+    if not sep:
+        return name, None
+    if objective not in get_args(Objective):
+        raise ConfigError(
+            f"methods entry {entry!r}: unknown objective {objective!r}; expected {get_args(Objective)}"
+        )
+    if not spec.trainable:
+        raise ConfigError(f"methods entry {entry!r}: method {name!r} ({spec.kind}) is not trained")
+    return name, objective
+
+
+def entry_config(entry: str, config: ExperimentConfig) -> tuple[str, ExperimentConfig]:
+    """The method of a ``methods`` entry and the config it runs with (its own objective, if it names one)."""
+    name, objective = split_entry(entry)
+    if objective is None:
+        return name, config
+    return name, dataclasses.replace(config, train=dataclasses.replace(config.train, objective=objective))
+
+
 def check_methods(names: Iterable[str], config: ExperimentConfig | None = None) -> None:
     """Fail before any work on an unknown method, or on adapter overrides that no build would accept."""
     for name in names:
-        get_method(name)
+        split_entry(name)
     if config is not None:
         for name, overrides in config.adapter_overrides.items():
             if name not in METHODS:
