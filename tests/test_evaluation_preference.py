@@ -244,6 +244,10 @@ def test_a_routed_method_generates_with_each_rows_vector(tok, ca):
     responses = generate_responses(routed, tok, prompts, dataclasses.replace(CONFIG, max_new_tokens=7))
     assert responses == ["A" * (i + 1) for i in range(6)]  # batched longest first, mapped back
     assert all(call["max_new_tokens"] == 7 and call["do_sample"] is False for call in generator.calls)
+    assert all("temperature" not in call for call in generator.calls)  # greedy: no sampling settings
+    sampled = dataclasses.replace(CONFIG, do_sample=True, temperature=0.7)
+    generate_responses(routed, tok, prompts[:1], sampled)
+    assert generator.calls[-1]["do_sample"] is True and generator.calls[-1]["temperature"] == 0.7
     with pytest.raises(DataError, match=r"conversation_id=ca1, turn=0: no demographic embedding"):
         generate_responses(routed, tok, ca.sft[:2], CONFIG)
 

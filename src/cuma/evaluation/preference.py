@@ -15,7 +15,6 @@ again; `evaluate_win_rate` runs both. CA-Acc, the other preference evaluation, i
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,13 +28,12 @@ from tqdm.auto import tqdm
 
 from cuma.data.collate import PromptCollator
 from cuma.errors import ConfigError
-from cuma.fieldcheck import AT_LEAST_1, NON_EMPTY, SEED, Check, Checked, doc
+from cuma.fieldcheck import AT_LEAST_1, NON_EMPTY, POSITIVE, SEED, Check, Checked, doc
 from cuma.judges import BothOrdersJudge, Judge, JudgeFailureError, JudgeItem, Verdict, judge_both_orders
 from cuma.methods import PreparedModel
 from cuma.metrics.preference import BootstrapConfig, WinRate, group_win_rates, win_rate
 
 OPEN_UNIT = Check("in (0, 1)", lambda v: 0 < v < 1)
-POSITIVE_FINITE = Check("a positive finite number", lambda v: math.isfinite(v) and v > 0)
 
 ID_FIELDS = ("conversation_id", "annotator_id", "turn", "respondent_id", "question_id")
 """Attributes that identify a prompt; the table gets a column for each one every prompt has."""
@@ -69,9 +67,7 @@ class PreferenceEvalConfig(Checked):
     do_sample: bool = field(
         default=False, metadata=doc("Sample the responses; false decodes greedily (the default).")
     )
-    temperature: float = field(
-        default=1.0, metadata=doc("Sampling temperature (with do_sample).", POSITIVE_FINITE)
-    )
+    temperature: float = field(default=1.0, metadata=doc("Sampling temperature (with do_sample).", POSITIVE))
     sample_seed: int = field(
         default=0,
         metadata=doc(
@@ -188,12 +184,13 @@ def generate_responses(
         for start in range(0, len(order), config.batch_size):
             chunk = order[start : start + config.batch_size]
             batch = collator.collate([rows[i] for i in chunk])
-            if prepared.uses_demographics:
-                settings["demographic_embeds"] = batch["demographic_embeds"].to(device)
+            embeds = batch.get("demographic_embeds")
+            routing = {} if embeds is None else {"demographic_embeds": embeds.to(device)}
             sequences = prepared.model.generate(
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
                 **settings,
+                **routing,
             )
             new_tokens = sequences[:, batch["input_ids"].shape[1] :].tolist()
             for i, tokens in zip(chunk, new_tokens, strict=True):
@@ -262,7 +259,7 @@ def judge_pairs(judge: Judge, table: pd.DataFrame, config: PreferenceEvalConfig)
     if table.empty:
         raise ValueError("the response table has no rows to judge")
     profiles = list(table["profile"])
-    fields = group_fields(profiles, config)
+    fields = resolve_group_fields(profiles, config)
     items = [
         JudgeItem(profile, prompt, response, baseline)
         for profile, prompt, response, baseline in zip(
@@ -291,7 +288,7 @@ def _reasons(verdicts: Sequence[Verdict]) -> str:
     return "; ".join(f"{count}x {reason}" for reason, count in counts.most_common(3))
 
 
-def group_fields(profiles: Sequence[Mapping[str, object]], config: PreferenceEvalConfig) -> list[str]:
+def resolve_group_fields(profiles: Sequence[Mapping[str, object]], config: PreferenceEvalConfig) -> list[str]:
     """``config.group_fields``, or every field of the profiles in order of first appearance; a field
     that some profile lacks is a ``ConfigError`` naming the first such prompt."""
     if config.group_fields is None:
@@ -318,5 +315,5 @@ def evaluate_win_rate(
 
     To keep the responses when judging fails, call the two steps and save the table in between.
     """
-    group_fields([ex.profile for ex in prompts], config)
+    resolve_group_fields([ex.profile for ex in prompts], config)
     return judge_pairs(judge, generate_pairs(method, baseline, tokenizer, prompts, config), config)
