@@ -157,7 +157,8 @@ def generate_responses(
     Every prompt is rendered and checked (``config.max_length``; the profile's vector for a method that
     routes on it) before the first one is generated; batches are left-padded and longest first. A
     profile-routed method gets each row's ``embedding`` as its ``demographic_embeds``. A response ends at
-    the first end-of-sequence token (the tokenizer's or the model's generation config's).
+    the first end-of-sequence token, the tokenizer's or the model's generation config's (generation stops
+    at either).
 
     Args:
         prompts: anything with ``prompt_messages``, ``profile_text`` and ``embedding``
@@ -170,15 +171,16 @@ def generate_responses(
     )
     rows = [collator.encode(ex) for ex in tqdm(prompts, desc="rendering", leave=False)]
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i].input_ids))
+    stops = _stop_ids(prepared, tokenizer)
     settings: dict[str, Any] = {
         "max_new_tokens": config.max_new_tokens,
         "do_sample": config.do_sample,
         "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": sorted(stops),
     }
     if config.do_sample:
         settings["temperature"] = config.temperature
         torch.manual_seed(config.sample_seed)
-    stops = _stop_ids(prepared, tokenizer)
     texts: list[str] = [""] * len(rows)
     with inference(prepared) as device, tqdm(total=len(rows), desc=desc, unit="prompt", leave=False) as bar:
         for start in range(0, len(order), config.batch_size):
