@@ -200,3 +200,20 @@ def test_one_comparison_reports_sft_dpo_and_grpo_runs_of_a_method(tmp_path: Path
     assert {"lora", "lora@dpo", "lora@grpo"} <= runs
     with pytest.raises(ValueError, match="unknown objective 'ppo'"):
         run_comparison(config.with_overrides(["methods=[lora@ppo]"]), quick=True)
+
+
+def test_the_offline_preference_config_starts_each_dpo_run_from_its_sft_run(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from cuma.compare.run import run_comparison
+    from cuma.config import ExperimentConfig
+    from cuma.quick import quick_config
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    paper = Path(__file__).resolve().parents[1] / "configs" / "gss-preference-offline.yaml"
+    config = quick_config(ExperimentConfig.from_yaml(paper)).with_overrides(
+        [f"output_dir={tmp_path / 'run'}", "methods=[lora, lora@dpo]", "train.max_steps=1"]
+    )
+    with caplog.at_level(logging.INFO, logger="cuma.train"):
+        run_comparison(config, quick=True)
+    assert any("lora: starting from" in r.message and "lora-seed42" in r.message for r in caplog.records)

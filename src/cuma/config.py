@@ -228,8 +228,9 @@ class TrainConfig(Checked):
     init_from: str | None = field(
         default=None,
         metadata=doc(
-            "A trained model folder to start from (e.g. the SFT run's checkpoints/step-N/model); its method "
-            "and settings must be the run's; null = fresh adapter weights."
+            "The trained model a dpo or grpo run starts from: a model folder, or a run folder (its newest "
+            "checkpoint); {method}, {seed} and {train_root} are filled in, so "
+            "'{train_root}/{method}-seed{seed}' is each method's SFT run; null = fresh adapter weights."
         ),
     )
 

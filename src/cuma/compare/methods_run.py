@@ -97,7 +97,7 @@ class MethodRunner:
         name, config = entry_config(entry, self.config)
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
         # Building changes the base in place (adapters, requires_grad), so every method gets a copy.
-        prepared = starting_method(config, name, copy.deepcopy(self.base), self.encoder)
+        prepared = starting_method(config, name, copy.deepcopy(self.base), self.encoder, self.train_root)
         trainable, percent = parameter_count(prepared)
         logger.info(
             "%s seed %d: %s trainable parameters (%.3f%% of base)", entry, seed, f"{trainable:,}", percent

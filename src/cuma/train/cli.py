@@ -119,7 +119,7 @@ def train_method(
     data = prepare_data(config.data)
     base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
     encoder = make_encoder(config.model)
-    prepared = starting_method(config, method, base, encoder)
+    prepared = starting_method(config, method, base, encoder, out.parent)
     logger.info("%s: trainable parameters\n%s", method, prepared.parameter_report())
     if prepared.uses_demographics:
         data = data.with_embeddings(encoder)

@@ -51,14 +51,14 @@ def run_identity(config: ExperimentConfig, method: str, examples: Sequence[Any])
     }
 
 
-def starting_model(init_from: str, method: str, seed: int) -> Path:
-    """The model folder ``train.init_from`` names for ``method`` and ``seed``: ``{method}`` and ``{seed}``
-    are filled in (one path serves every method of a comparison), and a run folder stands for its newest
-    valid checkpoint's model."""
+def starting_model(init_from: str, method: str, seed: int, train_root: Path) -> Path:
+    """The model folder ``train.init_from`` names for ``method`` and ``seed``: ``{method}``, ``{seed}`` and
+    ``{train_root}`` (the run's training folder) are filled in, so one path serves every method of a
+    comparison, and a run folder stands for its newest valid checkpoint's model."""
     from cuma.sidecar import SIDECAR_NAME
     from cuma.train.checkpoint import MODEL_DIR, newest_valid_checkpoint
 
-    path = Path(init_from.format(method=method, seed=seed)).expanduser()
+    path = Path(init_from.format(method=method, seed=seed, train_root=train_root)).expanduser()
     if (path / SIDECAR_NAME).is_file():
         return path
     start, skipped = newest_valid_checkpoint(path / "checkpoints")

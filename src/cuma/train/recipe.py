@@ -16,6 +16,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cuma.config import ExperimentConfig
@@ -33,14 +34,16 @@ logger = logging.getLogger("cuma.train")
 
 
 def starting_method(
-    config: ExperimentConfig, name: str, base_model: Any, encoder: Any = None
+    config: ExperimentConfig, name: str, base_model: Any, encoder: Any, train_root: Path
 ) -> PreparedModel:
-    """Method ``name`` ready to train: fresh (`cuma.methods.build_method`), or the trained model that
-    ``train.init_from`` names (`cuma.train.layout.starting_model`), which must be of the same method and
-    fit the run's encoder."""
-    if config.train.init_from is None or not get_method(name).trainable:
+    """Method ``name`` ready to train: fresh (`cuma.methods.build_method`), or, for a preference objective,
+    the trained model that ``train.init_from`` names (`cuma.train.layout.starting_model`; in a comparison
+    ``{train_root}/{method}-seed{seed}`` is the same method's SFT run), which must be of the same method
+    and fit the run's encoder."""
+    preference = config.train.objective != "sft"
+    if config.train.init_from is None or not preference or not get_method(name).trainable:
         return build_method(name, base_model, config, encoder=encoder)
-    folder = starting_model(config.train.init_from, name, config.train.seed)
+    folder = starting_model(config.train.init_from, name, config.train.seed, train_root)
     prepared = load_trained(folder, base_model, is_trainable=True)
     if prepared.name != name:
         raise ConfigError(
