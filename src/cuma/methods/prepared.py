@@ -97,16 +97,17 @@ class PreparedModel(nn.Module):
         logits_to_keep: int | torch.Tensor = 0,
     ) -> MethodOutput:
         """Logits (at the ``logits_to_keep`` positions; 0 keeps all) and the aux loss of one batch."""
-        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        kwargs["logits_to_keep"] = logits_to_keep
-        if self.spec.kind == "prefix":
-            # PEFT feeds the prefix through the cache and numbers positions after it itself.
-            out = self.model(**kwargs)
-        else:
-            kwargs.update(position_ids=position_ids, use_cache=False)
-            if self.spec.kind == "adapter":
-                kwargs["demographic_embeds"] = demographic_embeds
-            out = self.model(**kwargs)
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,  # PEFT shifts them past a prefix itself
+            "logits_to_keep": logits_to_keep,
+        }
+        if self.spec.kind != "prefix":  # prefix tuning feeds its prefix through the cache
+            kwargs["use_cache"] = False
+        if self.spec.kind == "adapter":
+            kwargs["demographic_embeds"] = demographic_embeds
+        out = self.model(**kwargs)
         aux_loss = getattr(out, "aux_loss", None)
         if aux_loss is None:
             aux_loss = out.logits.new_zeros((), dtype=torch.float32)
