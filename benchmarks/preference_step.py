@@ -108,10 +108,15 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def optimizer_step(
-    prepared: PreparedModel, objective: Objective, batch: dict[str, Any], optimizer: torch.optim.Optimizer
+    prepared: PreparedModel,
+    objective: Objective,
+    batch: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
 ) -> None:
-    """What the trainer does in one single-process step without accumulation."""
-    batch = objective.rollout(prepared, batch)
+    """What the trainer does in one single-process step without accumulation. The rollout's rewards and
+    advantages come back on the CPU; they are moved to the model's device."""
+    batch = to_device(objective.rollout(prepared, batch), device)
     part = objective.loss(prepared, prepared, batch)
     (part.value / objective.units(batch) + part.aux_loss).backward()
     optimizer.step()
@@ -185,7 +190,7 @@ def measure(objective_name: str, method: str, args: argparse.Namespace) -> Measu
     batch = to_device(make_batch(objective_name, args, base.config.vocab_size), device)
 
     def step() -> None:
-        optimizer_step(prepared, objective, batch, optimizer)
+        optimizer_step(prepared, objective, batch, optimizer, device)
 
     rss = rss_peak_mib(step) if device.type == "cpu" else None
     allocated = torch_peak_mib(step, device)
@@ -238,10 +243,17 @@ def report(results: list[Measurement], device: str) -> None:
     print("(memory: peak above the level just before the step; SFT is the same method's SFT row)")
     for r in results:
         if r.rollout_seconds is not None:
+            share = r.rollout_seconds / r.seconds
+            rows = f"{r.sequences} rows ({GENERATIONS} per prompt) against SFT's {sft[r.method].sequences}"
+            verdict = (
+                "dominated by generation"
+                if share > 0.5
+                else f"dominated by the policy forward and backward over its {rows}, not by generation"
+            )
             print(
-                f"grpo {r.method}: the rollout alone takes {r.rollout_seconds:.2f} s of the "
-                f"{r.seconds:.2f} s step ({r.rollout_seconds / r.seconds:.0%}); GRPO's cost is dominated "
-                f"by generation ({GENERATIONS} x {NEW_TOKENS} new tokens per prompt, token by token)"
+                f"GRPO {r.method}: the rollout alone ({GENERATIONS} x {NEW_TOKENS} new tokens per prompt, "
+                f"token by token) takes {r.rollout_seconds:.2f} s of the {r.seconds:.2f} s step "
+                f"({share:.0%}): here the step is {verdict}"
             )
     for r in results:
         if r.objective == "dpo":
