@@ -215,5 +215,11 @@ def test_the_offline_preference_config_starts_each_dpo_run_from_its_sft_run(tmp_
         [f"output_dir={tmp_path / 'run'}", "methods=[lora, lora@dpo]", "train.max_steps=1"]
     )
     with caplog.at_level(logging.INFO, logger="cuma.train"):
-        run_comparison(config, quick=True)
+        out = run_comparison(config, quick=True)
     assert any("lora: starting from" in r.message and "lora-seed42" in r.message for r in caplog.records)
+    from cuma.compare.results import ComparisonResults
+
+    runs = {run.method: run for run in ComparisonResults.read(out / "results.json").runs}
+    assert runs["lora@dpo"].training["objective"] == "dpo" and runs["lora"].training["objective"] == "sft"
+    assert "lora-seed42" in runs["lora@dpo"].training["started_from"]
+    assert runs["lora"].training["started_from"] is None and runs["lora@dpo"].training["steps"] == 1

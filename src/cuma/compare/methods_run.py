@@ -104,11 +104,12 @@ class MethodRunner:
         )
         persona = prepared.persona_in_prompt
         train_seconds = 0.0
+        training: dict[str, Any] = {}
         if prepared.trainable:
             stage = f"{entry} seed {seed}: train"
             with self.clock.stage(stage):
                 recipe = training_recipe(config, self.data, self.tokenizer, prepared, process_state().device)
-                train(
+                result = train(
                     prepared,
                     recipe.dataset,
                     recipe.collate_fn,
@@ -120,6 +121,15 @@ class MethodRunner:
                     allow_changed=self.resume_changed,
                 )
             train_seconds = self.clock.timings[stage]
+            training = {
+                "objective": config.train.objective,
+                "started_from": prepared.started_from,
+                "steps": result.global_step,
+                "final_loss": result.final_loss,
+                "model_dir": str(result.model_dir),
+                "changed_on_resume": result.changed_on_resume,
+                "skipped_checkpoints": result.skipped_checkpoints,
+            }
         # Training (accelerate) already runs on this process's device; scoring follows it.
         prepared.to(process_state().device)
         predictions, metrics, collectors = {}, {}, {}
@@ -164,6 +174,7 @@ class MethodRunner:
             train_seconds=train_seconds,
             eval_seconds=self.clock.timings[stage],
             metrics=metrics,
+            training=training,
         )
         routing = (
             RoutingTrace.from_collectors(collectors, predictions, self.fields, SPLITS) if collectors else None

@@ -190,7 +190,21 @@ def _intro(results: ComparisonResults) -> list[str]:
             if results.quick
             else []
         ),
+        *_resume_notes(results),
     ]
+
+
+def _resume_notes(results: ComparisonResults) -> list[str]:
+    """What a resumed run changed on purpose (--resume-changed) or passed over, per method and seed."""
+    notes = []
+    for run in results.runs:
+        for key, (before, now) in run.training.get("changed_on_resume", {}).items():
+            notes.append(
+                f"{run.method} seed {run.seed}: resumed with {key} changed from {before!r} to {now!r}."
+            )
+        for problem in run.training.get("skipped_checkpoints", []):
+            notes.append(f"{run.method} seed {run.seed}: resumed past a bad checkpoint ({problem}).")
+    return notes
 
 
 def _scored(split: str, size: int) -> str:

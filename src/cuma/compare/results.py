@@ -56,6 +56,10 @@ class MethodRun:
         metrics: split -> `cuma.metrics.summarize` of its predictions.
         tables: kind -> split -> path of its per-question CSV, relative to the report directory
             (`cuma.compare.tables`); empty until they are written.
+        training: for trained methods, what the run did: ``objective``, ``started_from`` (the model
+            ``train.init_from`` named, or None), ``steps``, ``final_loss``, ``model_dir``, and for a resumed
+            run the ``changed_on_resume`` settings (setting -> [checkpoint, now]) and the
+            ``skipped_checkpoints`` (corrupt or incomplete ones passed over); empty otherwise.
     """
 
     method: str
@@ -71,6 +75,7 @@ class MethodRun:
     eval_seconds: float
     metrics: dict[str, dict[str, Number]]
     tables: dict[str, dict[str, str]] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
 
     def numbers(self) -> dict[str, Number]:
         """The run's numbers by table key: the `RUN_NUMBERS` fields and ``split.metric``."""

@@ -67,6 +67,7 @@ def load_trained(
         base_model, _ = load_base_model(record["base_model"]["name_or_path"])
     prepared = BUILDERS[spec.kind](spec, base_model, dict(method["settings"]), method["persona_in_prompt"])
     prepared.load_weights(directory)
+    prepared.started_from = str(directory)
     prepared.train(is_trainable)
     if not is_trainable:
         prepared.requires_grad_(False)

@@ -50,6 +50,7 @@ class PreparedModel(nn.Module):
         base_identity: what the base model is (`base_identity`), so saved weights can refuse another base.
         persona_in_prompt: whether prompts for this method carry the profile (`cuma.methods.registry`).
         settings: the method's build settings (CuMAConfig fields, PrefixConfig fields, or empty), saved.
+        started_from: the folder its weights were loaded from (`cuma.methods.load_trained`), else None.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class PreparedModel(nn.Module):
         self.base_identity = base_identity
         self.persona_in_prompt = persona_in_prompt
         self.settings = settings or {}
+        self.started_from: str | None = None
 
     @property
     def name(self) -> str:
