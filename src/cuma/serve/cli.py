@@ -25,6 +25,17 @@ MODEL is the adapter folder's name (or --name; see GET /v1/models). The page at 
 asks one question as several profiles side by side.
 """  # noqa: E501  (the third client line is one line on purpose: it is meant to be pasted)
 
+CONFIG_OPTIONS = (
+    ("--host", "host", str, "address to listen on"),
+    ("--port", "port", int, "TCP port"),
+    ("--max-batch-size", "max_batch_size", int, "most rows generated together; 1 turns micro-batching off"),
+    ("--batch-window-ms", "batch_window_ms", float, "how long a request waits for companions"),
+    ("--max-queue", "max_queue", int, "waiting requests before answering 429"),
+    ("--request-timeout", "request_timeout_s", float, "seconds per request, queueing included"),
+    ("--max-tokens", "max_tokens", int, "most new tokens a request may ask for"),
+)
+"""The options that set a `ServeConfig` field: flag, field, type and help; the default is the field's."""
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from cuma.serve.config import ServeConfig
@@ -40,40 +51,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="serve a tiny random CuMA adapter (cuma.serve.quick) instead of a saved one",
     )
     parser.add_argument("--name", help="model id clients send (default: the adapter folder's name or --base)")
-    parser.add_argument("--host", default=defaults.host, help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=defaults.port, help="TCP port (default: %(default)s)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", help="weight dtype such as bfloat16 (default: the checkpoint's)")
-    parser.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=defaults.max_batch_size,
-        help="most rows generated together; 1 turns micro-batching off (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-window-ms",
-        type=float,
-        default=defaults.batch_window_ms,
-        help="how long a request waits for companions (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-queue",
-        type=int,
-        default=defaults.max_queue,
-        help="waiting requests before answering 429 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--request-timeout",
-        type=float,
-        default=defaults.request_timeout_s,
-        help="seconds per request, queueing included (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-tokens",
-        type=int,
-        default=defaults.max_tokens,
-        help="most new tokens a request may ask for (default: %(default)s)",
-    )
+    for flag, name, kind, text in CONFIG_OPTIONS:
+        parser.add_argument(
+            flag, dest=name, type=kind, default=getattr(defaults, name), help=f"{text} (default: %(default)s)"
+        )
     parser.set_defaults(func=main)
 
 
@@ -91,15 +74,7 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit("cuma serve: give an adapter folder, or --base MODEL to serve a bare base model")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = ServeConfig(
-            host=args.host,
-            port=args.port,
-            max_batch_size=args.max_batch_size,
-            batch_window_ms=args.batch_window_ms,
-            max_queue=args.max_queue,
-            request_timeout_s=args.request_timeout,
-            max_tokens=args.max_tokens,
-        )
+        config = ServeConfig(**{name: getattr(args, name) for _, name, _, _ in CONFIG_OPTIONS})
     except ValueError as err:
         raise SystemExit(f"cuma serve: {err}") from None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
