@@ -21,6 +21,7 @@ LAYERS = {
             "lock",
             "processes",
             "hub",
+            "lazy",
         ],
         0,
     ),

@@ -13,6 +13,8 @@ from importlib import import_module
 from types import ModuleType
 from typing import Any
 
+from cuma.lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -26,12 +28,8 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str) -> Any:
-    # Lazy so that `import cuma` (and the CLI's start-up) does not import torch and transformers.
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'cuma' has no attribute {name!r}")
+# Lazy so that `import cuma` (and the CLI's start-up) does not import torch and transformers.
+__getattr__ = lazy_exports("cuma", _EXPORTS)
 
 
 class _RegisterWithPeft(importlib.abc.MetaPathFinder):

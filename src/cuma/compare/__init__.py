@@ -9,14 +9,9 @@ before any model work live in `cuma.preflight`, the experiment's data in `cuma.d
 ``--quick`` settings in `cuma.quick`.
 """
 
-from importlib import import_module
-from typing import Any
+from cuma.lazy import lazy_exports
 
 __all__ = ["run_comparison"]
 
-
-def __getattr__(name: str) -> Any:
-    # Lazy, so that building the `cuma` command line does not import torch.
-    if name == "run_comparison":
-        return import_module("cuma.compare.run").run_comparison
-    raise AttributeError(f"module 'cuma.compare' has no attribute {name!r}")
+# Lazy, so that building the `cuma` command line does not import torch.
+__getattr__ = lazy_exports("cuma.compare", {"run_comparison": "cuma.compare.run"})

@@ -28,8 +28,7 @@ Model inputs: `attach_embeddings(examples, encoder)`; `SFTCollator(tokenizer)` (
 Names are imported lazily so that ``import cuma.data`` stays light (no torch).
 """
 
-from importlib import import_module
-from typing import Any
+from cuma.lazy import lazy_exports
 
 _EXPORTS = {
     "DataError": "cuma.data.errors",
@@ -73,9 +72,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'cuma.data' has no attribute {name!r}")
+__getattr__ = lazy_exports("cuma.data", _EXPORTS)

@@ -13,8 +13,9 @@ Every judge answers with `Verdict` ("a", "b", "tie" or "failed", plus the raw ju
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cuma.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cuma.judges.base import Judge
@@ -78,9 +79,4 @@ __all__ = [
     "load_prompt",
     "parse_verdict",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'cuma.judges' has no attribute {name!r}")
-    return getattr(import_module(_HOMES[name]), name)
+__getattr__ = lazy_exports("cuma.judges", _HOMES)

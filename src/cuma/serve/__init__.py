@@ -10,8 +10,7 @@ text and stops inside a batch), `engine` (model calls), `batcher` (micro-batchin
 `responses` and `streaming` (OpenAI bodies and SSE), `errors`, `page` (GET /), `app`, `server`, `cli`.
 """
 
-from importlib import import_module
-from typing import Any
+from cuma.lazy import lazy_exports
 
 _EXPORTS = {
     "Engine": "cuma.serve.engine",
@@ -23,9 +22,5 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    # Lazy, so that `cuma --help` (which imports cuma.serve.cli) loads neither torch nor FastAPI.
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'cuma.serve' has no attribute {name!r}")
+# Lazy, so that `cuma --help` (which imports cuma.serve.cli) loads neither torch nor FastAPI.
+__getattr__ = lazy_exports("cuma.serve", _EXPORTS)

@@ -10,8 +10,9 @@ The names below load on first use, so ``cuma train --help`` (`cuma.train.cli`) d
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cuma.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cuma.train.checkpoint import Position, list_checkpoints
@@ -25,9 +26,4 @@ _HOMES = {
 }
 
 __all__ = ["Position", "TrainResult", "list_checkpoints", "train"]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'cuma.train' has no attribute {name!r}")
-    return getattr(import_module(_HOMES[name]), name)
+__getattr__ = lazy_exports("cuma.train", _HOMES)
