@@ -8,7 +8,7 @@ collators and splits of `cuma.data` accept, all carrying the annotator's profile
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,51 @@ class Conversation:
     annotator_id: str
     profile: Profile
     turns: tuple[Turn, ...]
+
+
+@dataclass
+class ConversationCounts:
+    """What a loader reads and drops on the way to its `Conversation`s, for the `LoadSummary`.
+
+    One rule for every source: a conversation keeps its turns up to the first unusable one; that turn
+    and every later one are dropped, and the conversation counts as truncated when it kept a turn, as
+    dropped (for that turn's reason) when it kept none.
+
+    Attributes:
+        conversations: reason -> conversations dropped for it.
+        turns: reason -> turns dropped for it.
+        truncated: reason -> conversations kept but cut short.
+        turns_read, turns_kept: turn totals.
+    """
+
+    conversations: Counter[str] = field(default_factory=Counter)
+    turns: Counter[str] = field(default_factory=Counter)
+    truncated: Counter[str] = field(default_factory=Counter)
+    turns_read: int = 0
+    turns_kept: int = 0
+
+    def usable_turns(self, turns: Iterable[Turn | str], total: int) -> list[Turn]:
+        """The turns before the first unusable one (given as the reason, a str), of a conversation of
+        ``total`` turns read. ``turns`` is consumed lazily: nothing after the first unusable turn is read."""
+        usable: list[Turn] = []
+        for k, turn in enumerate(turns):
+            if isinstance(turn, str):
+                self.turns[turn] += 1
+                self.turns["after an unusable turn"] += total - k - 1
+                if usable:
+                    self.truncated["truncated at an unusable turn"] += 1
+                else:
+                    self.conversations[turn] += 1
+                break
+            usable.append(turn)
+        self.turns_read += total
+        self.turns_kept += len(usable)
+        return usable
+
+    def add_to(self, summary: LoadSummary, read: int, kept: int) -> None:
+        """Record the ``conversations`` (``read`` rows, ``kept`` conversations) and ``turns`` units."""
+        summary.add("conversations", read, kept, self.conversations, notes=self.truncated)
+        summary.add("turns", self.turns_read, self.turns_kept, self.turns)
 
 
 @dataclass(frozen=True)

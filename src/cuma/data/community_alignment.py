@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cuma.data.chat import ChatData, Conversation, Turn, build_chat_data
+from cuma.data.chat import ChatData, Conversation, ConversationCounts, Turn, build_chat_data
 from cuma.data.errors import DataError
 from cuma.data.examples import SurveyExample
 from cuma.data.profiles import KEY_VALUE, Profile, ProfileTemplate, is_missing
@@ -84,8 +84,7 @@ def _read(
     rows: Sequence[Record], fields: Mapping[str, str], summary: LoadSummary
 ) -> tuple[list[Conversation], list[tuple[Conversation, str, tuple[str, ...], int]]]:
     conversations, choices = [], []
-    conv_drops, turn_drops, choice_drops, truncated = Counter(), Counter(), Counter(), Counter()
-    turns_read = turns_kept = 0
+    counts, choice_drops = ConversationCounts(), Counter()
     seen: dict[tuple[str, str], int] = {}
     for rec in rows:
         aid, cid = str(rec.get("annotator_id")), str(rec.get("conversation_id"))
@@ -102,29 +101,16 @@ def _read(
         asked = [bool(_text(rec.get(f"{t}_turn_prompt", required=t == "first")).strip()) for t in TURNS]
         prompts = TURNS[: asked.index(False)] if False in asked else TURNS
         after_gap = sum(asked[len(prompts) :])
-        turns: list[Turn] = []
-        for k, t in enumerate(prompts):
-            turn = _turn(rec, t)
-            if isinstance(turn, str):
-                turn_drops[turn] += 1
-                turn_drops["after an unusable turn"] += len(prompts) - k - 1 + after_gap
-                if turns:
-                    truncated["truncated at an unusable turn"] += 1
-                else:
-                    conv_drops[turn] += 1
-                break
-            turns.append(turn)
-        else:
-            turn_drops["after a turn without a prompt"] += after_gap
+        turns = counts.usable_turns((_turn(rec, t) for t in prompts), len(prompts) + after_gap)
+        if len(turns) == len(prompts):
+            counts.turns["after a turn without a prompt"] += after_gap
             if turns and after_gap:
-                truncated["truncated at a turn without a prompt"] += 1
-        turns_read += len(prompts) + after_gap
-        turns_kept += len(turns)
+                counts.truncated["truncated at a turn without a prompt"] += 1
         conv = Conversation(cid, aid, profile, tuple(turns))
         if turns:
             conversations.append(conv)
         elif not prompts:
-            conv_drops["no prompt in the first turn"] += 1
+            counts.conversations["no prompt in the first turn"] += 1
         responses = tuple(_text(rec.get(f"first_turn_response_{r}", required=False)) for r in RESPONSES)
         preferred = _preferred(rec, "first") if prompts else "no prompt in the first turn"
         if isinstance(preferred, str):
@@ -133,8 +119,7 @@ def _read(
             choice_drops["first turn lacks one of the four responses"] += 1
         else:
             choices.append((conv, _text(rec.get("first_turn_prompt")), responses, preferred))
-    summary.add("conversations", len(rows), len(conversations), conv_drops, notes=truncated)
-    summary.add("turns", turns_read, turns_kept, turn_drops)
+    counts.add_to(summary, len(rows), len(conversations))
     summary.add("choice sets", len(rows), len(choices), choice_drops)
     return conversations, choices
 

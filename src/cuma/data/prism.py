@@ -11,11 +11,10 @@ counted as truncated (``conversations`` notes in the summary).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cuma.data.chat import ChatData, Conversation, Turn, build_chat_data
+from cuma.data.chat import ChatData, Conversation, ConversationCounts, Turn, build_chat_data
 from cuma.data.errors import DataError
 from cuma.data.profiles import KEY_VALUE, Profile, ProfileTemplate
 from cuma.data.prompt import ChatFormat
@@ -107,8 +106,7 @@ def _conversations(
     rows: Sequence[Record], profiles: Mapping[str, Profile], summary: LoadSummary
 ) -> list[Conversation]:
     out: list[Conversation] = []
-    conv_drops, turn_drops, truncated = Counter(), Counter(), Counter()
-    turns_read = turns_kept = 0
+    counts = ConversationCounts()
     seen: set[str] = set()
     for rec in rows:
         cid, uid, history = (
@@ -126,30 +124,18 @@ def _conversations(
             )
         seen.add(cid)
         by_turn = _by_turn(rec, history)
-        turns_read += len(by_turn)
         if uid not in profiles:
-            conv_drops["no survey row for the user"] += 1
-            turn_drops["no survey row for the user"] += len(by_turn)
+            counts.conversations["no survey row for the user"] += 1
+            counts.turns["no survey row for the user"] += len(by_turn)
+            counts.turns_read += len(by_turn)
             continue
-        usable: list[Turn] = []
-        for k, items in enumerate(by_turn):
-            turn = _turn(items, last=k == len(by_turn) - 1)
-            if isinstance(turn, str):
-                turn_drops[turn] += 1
-                turn_drops["after an unusable turn"] += len(by_turn) - k - 1
-                if usable:
-                    truncated["truncated at an unusable turn"] += 1
-                else:
-                    conv_drops[turn] += 1
-                break
-            usable.append(turn)
-        turns_kept += len(usable)
+        turns = (_turn(items, last=k == len(by_turn) - 1) for k, items in enumerate(by_turn))
+        usable = counts.usable_turns(turns, len(by_turn))
         if usable:
             out.append(Conversation(cid, uid, profiles[uid], tuple(usable)))
         elif not by_turn:
-            conv_drops["empty conversation_history"] += 1
-    summary.add("conversations", len(rows), len(out), conv_drops, notes=truncated)
-    summary.add("turns", turns_read, turns_kept, turn_drops)
+            counts.conversations["empty conversation_history"] += 1
+    counts.add_to(summary, len(rows), len(out))
     return out
 
 
