@@ -70,59 +70,23 @@ def population_majority(
     config: BaselineConfig = BaselineConfig(),
 ) -> pd.DataFrame:
     """Predict every test respondent the question's most common train answer (``fields`` unused)."""
-    test, by_question = _prepare(train, test, fields)
-    probs = [np.empty(0)] * len(test)
-    for rows, fit in by_question.values():
-        distribution = _smoothed(_counts(fit), config.smoothing)
-        for position in rows.index:
-            probs[position] = distribution
-    return _finish(test, probs, np.zeros(len(test), dtype=bool))
+    return _per_question(train, test, fields, config, _population_question)
 
 
 def cell_majority(
     train: pd.DataFrame, test: pd.DataFrame, fields: Sequence[str], config: BaselineConfig = BaselineConfig()
 ) -> pd.DataFrame:
     """Predict the most common train answer of the respondent's cell (same value on every field)."""
-    test, by_question = _prepare(train, test, fields, need_fields=True)
-    probs = [np.empty(0)] * len(test)
-    fallback = np.zeros(len(test), dtype=bool)
-    for rows, fit in by_question.values():
-        n_options = len(rows["option_codes"].iloc[0])
-        counts: dict[tuple, np.ndarray] = {}
-        for cell, answer in zip(_cells(fit, fields), option_index(fit, "target_code"), strict=True):
-            counts.setdefault(cell, np.zeros(n_options, dtype=np.int64))[answer] += 1
-        population = _smoothed(_counts(fit), config.smoothing)
-        for position, cell in zip(rows.index, _cells(rows, fields), strict=True):
-            seen = cell in counts
-            probs[position] = _smoothed(counts[cell], config.smoothing) if seen else population
-            fallback[position] = not seen
-    return _finish(test, probs, fallback)
+    return _per_question(train, test, fields, config, _cell_question, need_fields=True)
 
 
 def logistic_regression(
     train: pd.DataFrame, test: pd.DataFrame, fields: Sequence[str], config: BaselineConfig = BaselineConfig()
 ) -> pd.DataFrame:
     """Predict with a multinomial logistic regression per question on one-hot profile fields."""
-    test, by_question = _prepare(train, test, fields, need_fields=True)
-    probs = [np.empty(0)] * len(test)
-    fallback = np.zeros(len(test), dtype=bool)
-    for rows, fit in tqdm(by_question.values(), desc="logistic regression", unit="question"):
-        n_options = len(rows["option_codes"].iloc[0])
-        target = option_index(fit, "target_code")
-        if len(np.unique(target)) == 1:
-            distribution = _smoothed(_counts(fit), config.smoothing)
-            for position in rows.index:
-                probs[position] = distribution
-            fallback[rows.index] = True
-            continue
-        encoder = OneHotEncoder(handle_unknown="ignore")
-        model = LogisticRegression(C=config.C, max_iter=config.max_iter, random_state=config.seed)
-        model.fit(encoder.fit_transform(_categories(fit, fields)), target)
-        full = np.zeros((len(rows), n_options))
-        full[:, model.classes_] = model.predict_proba(encoder.transform(_categories(rows, fields)))
-        for position, vector in zip(rows.index, full, strict=True):
-            probs[position] = vector
-    return _finish(test, probs, fallback)
+    return _per_question(
+        train, test, fields, config, _logistic_question, need_fields=True, progress="logistic regression"
+    )
 
 
 REFERENCE_BASELINES: dict[str, Callable[..., pd.DataFrame]] = {
@@ -163,6 +127,68 @@ def _prepare(
                     )
         by_question[question] = (rows, fit)
     return test, by_question
+
+
+QuestionFit = Callable[
+    [pd.DataFrame, pd.DataFrame, Sequence[str], BaselineConfig], tuple[list[np.ndarray], bool | np.ndarray]
+]
+"""One question's baseline: (test rows, train rows, fields, config) -> each test row's probabilities, and
+whether each fell back to the population (one bool for all rows, or one per row)."""
+
+
+def _per_question(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    fields: Sequence[str],
+    config: BaselineConfig,
+    fit_question: QuestionFit,
+    need_fields: bool = False,
+    progress: str | None = None,
+) -> pd.DataFrame:
+    """Fit ``fit_question`` on each question's train rows and predict its test rows (a progress bar named
+    ``progress``, or none)."""
+    test, by_question = _prepare(train, test, fields, need_fields=need_fields)
+    probs = [np.empty(0)] * len(test)
+    fallback = np.zeros(len(test), dtype=bool)
+    for rows, fit in tqdm(by_question.values(), desc=progress, unit="question", disable=progress is None):
+        vectors, fell_back = fit_question(rows, fit, fields, config)
+        for position, vector in zip(rows.index, vectors, strict=True):
+            probs[position] = vector
+        fallback[rows.index] = fell_back
+    return _finish(test, probs, fallback)
+
+
+def _population_question(
+    rows: pd.DataFrame, fit: pd.DataFrame, fields: Sequence[str], config: BaselineConfig
+) -> tuple[list[np.ndarray], bool]:
+    return [_smoothed(_counts(fit), config.smoothing)] * len(rows), False
+
+
+def _cell_question(
+    rows: pd.DataFrame, fit: pd.DataFrame, fields: Sequence[str], config: BaselineConfig
+) -> tuple[list[np.ndarray], np.ndarray]:
+    n_options = len(rows["option_codes"].iloc[0])
+    counts: dict[tuple, np.ndarray] = {}
+    for cell, answer in zip(_cells(fit, fields), option_index(fit, "target_code"), strict=True):
+        counts.setdefault(cell, np.zeros(n_options, dtype=np.int64))[answer] += 1
+    population = _smoothed(_counts(fit), config.smoothing)
+    cells = _cells(rows, fields)
+    vectors = [_smoothed(counts[cell], config.smoothing) if cell in counts else population for cell in cells]
+    return vectors, np.array([cell not in counts for cell in cells], dtype=bool)
+
+
+def _logistic_question(
+    rows: pd.DataFrame, fit: pd.DataFrame, fields: Sequence[str], config: BaselineConfig
+) -> tuple[list[np.ndarray], bool]:
+    target = option_index(fit, "target_code")
+    if len(np.unique(target)) == 1:
+        return _population_question(rows, fit, fields, config)[0], True
+    encoder = OneHotEncoder(handle_unknown="ignore")
+    model = LogisticRegression(C=config.C, max_iter=config.max_iter, random_state=config.seed)
+    model.fit(encoder.fit_transform(_categories(fit, fields)), target)
+    full = np.zeros((len(rows), len(rows["option_codes"].iloc[0])))
+    full[:, model.classes_] = model.predict_proba(encoder.transform(_categories(rows, fields)))
+    return list(full), False
 
 
 def _counts(fit: pd.DataFrame) -> np.ndarray:
