@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from openai.types import Completion, CompletionChoice, CompletionUsage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
@@ -70,50 +71,28 @@ class Responder:
         """One SSE event carrying ``text`` for choice ``index`` (the chat API opens with the role)."""
         if self.chat:
             delta = ChoiceDelta(role="assistant", content=text) if first else ChoiceDelta(content=text)
-            body: BaseModel = ChatCompletionChunk(
-                id=self.id,
-                object="chat.completion.chunk",
-                created=self.created,
-                model=self.model,
-                choices=[ChunkChoice(index=index, delta=delta, finish_reason=finish_reason)],
-                usage=usage,
-            )
+            choice: BaseModel = ChunkChoice(index=index, delta=delta, finish_reason=finish_reason)
         else:
             # A legacy completion chunk has finish_reason null until the end, which the type's
             # Literal does not allow; model_construct builds it unvalidated, as OpenAI sends it.
             choice = CompletionChoice.model_construct(
                 index=index, text=text, finish_reason=finish_reason, logprobs=None
             )
-            body = Completion(
-                id=self.id,
-                object="text_completion",
-                created=self.created,
-                model=self.model,
-                choices=[choice],
-                usage=usage,
-            )
-        return sse(body)
+        return self._event([choice], usage)
 
     def usage_chunk(self, usage: CompletionUsage) -> str:
         """OpenAI's closing chunk for ``stream_options.include_usage``: no choices, only usage."""
+        return self._event([], usage)
+
+    def _event(self, choices: list[Any], usage: CompletionUsage | None) -> str:
+        """A stream chunk of this request's type (chat or legacy completion) as one SSE event."""
         if self.chat:
-            body: BaseModel = ChatCompletionChunk(
-                id=self.id,
-                object="chat.completion.chunk",
-                created=self.created,
-                model=self.model,
-                choices=[],
-                usage=usage,
-            )
+            kind, name = ChatCompletionChunk, "chat.completion.chunk"
         else:
-            body = Completion(
-                id=self.id,
-                object="text_completion",
-                created=self.created,
-                model=self.model,
-                choices=[],
-                usage=usage,
-            )
+            kind, name = Completion, "text_completion"
+        body: BaseModel = kind(
+            id=self.id, object=name, created=self.created, model=self.model, choices=choices, usage=usage
+        )
         return sse(body)
 
 
