@@ -49,6 +49,14 @@ def _pad(rows: Sequence[Sequence[int]], value: int, side: str) -> torch.Tensor:
     return out
 
 
+def pad_token_rows(
+    rows: Sequence[Sequence[int]], pad_token_id: int, side: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows padded on ``side`` to the longest, and the attention mask (1 on real tokens), long
+    [B, T]: the padding of every collator here and of the server's batches."""
+    return _pad(rows, pad_token_id, side), _pad([[1] * len(r) for r in rows], 0, side)
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over attended tokens only, so a padded row sees the positions it would alone."""
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
@@ -145,10 +153,10 @@ class SFTCollator(_Collator):
             self.check_length(rendered.input_ids, ex)
             ids.append(rendered.input_ids)
             labels.append(rendered.labels)
-        input_ids = _pad(ids, self.tokenizer.pad_token_id, self.padding_side)
+        input_ids, attention_mask = pad_token_rows(ids, self.tokenizer.pad_token_id, self.padding_side)
         return {
             "input_ids": input_ids,
-            "attention_mask": _pad([[1] * len(r) for r in ids], 0, self.padding_side),
+            "attention_mask": attention_mask,
             "labels": _pad(labels, IGNORE_INDEX, self.padding_side),
             **_embeddings(examples),
             "profile_texts": [ex.profile_text for ex in examples],
@@ -210,9 +218,9 @@ class PromptCollator(_Collator):
             raise ValueError("cannot collate an empty batch")
         ids = [row.input_ids for row in rows]
         examples = [row.example for row in rows]
-        mask = _pad([[1] * len(r) for r in ids], 0, self.padding_side)
+        input_ids, mask = pad_token_rows(ids, self.tokenizer.pad_token_id, self.padding_side)
         batch: dict[str, Any] = {
-            "input_ids": _pad(ids, self.tokenizer.pad_token_id, self.padding_side),
+            "input_ids": input_ids,
             "attention_mask": mask,
             "position_ids": position_ids_from_mask(mask),
             "answer_positions": answer_positions_from_mask(mask, self.padding_side),
@@ -268,7 +276,8 @@ class PreferenceCollator(_Collator):
                 self.check_length(rendered.input_ids, pair)
                 ids.append(rendered.input_ids)
                 labels.append(rendered.labels)
-            batch[f"{side}_input_ids"] = _pad(ids, self.tokenizer.pad_token_id, self.padding_side)
-            batch[f"{side}_attention_mask"] = _pad([[1] * len(r) for r in ids], 0, self.padding_side)
+            input_ids, attention_mask = pad_token_rows(ids, self.tokenizer.pad_token_id, self.padding_side)
+            batch[f"{side}_input_ids"] = input_ids
+            batch[f"{side}_attention_mask"] = attention_mask
             batch[f"{side}_labels"] = _pad(labels, IGNORE_INDEX, self.padding_side)
         return {**batch, **_embeddings(pairs), "profile_texts": [p.profile_text for p in pairs]}

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, StoppingCriteriaList
 
+from cuma.data.collate import pad_token_rows
 from cuma.data.errors import DataError
 from cuma.data.profiles import KEY_VALUE, ProfileTemplate
 from cuma.data.render import letter_token_ids, render_prompt
@@ -271,10 +272,5 @@ class Engine:
         return {"demographic_embeds": self.profiles.encode(list(texts)).to(self.device)}
 
     def _left_pad(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(ids) for ids in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
+        input_ids, attention_mask = pad_token_rows(prompts, self.pad_token_id, "left")
         return input_ids.to(self.device), attention_mask.to(self.device)
