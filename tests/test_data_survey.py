@@ -1,5 +1,6 @@
 """The survey data model and the bring-your-own (table + YAML spec) loader, bad inputs included."""
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from cuma.data.examples import build_examples, examples_frame, group_fields
 from cuma.data.profiles import Profile
 from cuma.data.spec import SurveySpec, load_survey_table
 from cuma.data.survey import Question, Survey, answers_frame
+from cuma.metrics.frame import PREDICTION_INPUT_COLUMNS
 from cuma.yamlio import parse_yaml
 
 FIXTURES = Path(__file__).parent / "fixtures" / "survey"
@@ -74,6 +76,14 @@ def test_examples_frame_joins_on_ids_and_carries_profile_fields():
         "United Kingdom",
         "female",
     )
+
+
+def test_examples_frame_has_the_schemas_answer_columns_and_refuses_a_clashing_field():
+    examples = build_examples(load_survey_table(toy_table(), SurveySpec.from_dict(toy_spec())))
+    assert set(PREDICTION_INPUT_COLUMNS) <= set(examples_frame(examples).columns)
+    clashing = [dataclasses.replace(ex, profile=Profile(ordinal="yes")) for ex in examples[:2]]
+    with pytest.raises(ValueError, match=r"\['ordinal'\] clash with the frame's own columns"):
+        examples_frame(clashing)
 
 
 def write(tmp_path, table: pd.DataFrame, spec: dict) -> tuple[Path, Path]:

@@ -102,19 +102,6 @@ def build_examples(
     return examples
 
 
-FRAME_COLUMNS = (
-    "respondent_id",
-    "question_id",
-    "target_code",
-    "target_letter",
-    "option_codes",
-    "option_letters",
-    "scale_min",
-    "scale_max",
-    "ordinal",
-)
-
-
 def group_fields(examples: Iterable[SurveyExample]) -> list[str]:
     """Profile field names present in ``examples``, in order of first appearance."""
     return list(dict.fromkeys(name for ex in examples for name in ex.profile))
@@ -123,26 +110,25 @@ def group_fields(examples: Iterable[SurveyExample]) -> list[str]:
 def examples_frame(examples: Sequence[SurveyExample]) -> pd.DataFrame:
     """One row per example with the columns predictions are joined on, plus one column per profile field.
 
-    Columns: ``respondent_id, question_id, target_code, target_letter, option_codes,
-    option_letters, scale_min, scale_max, ordinal`` and the fields of `group_fields`.
+    The columns are the answer columns of the predictions schema (``PREDICTION_INPUT_COLUMNS`` in
+    `cuma.metrics.frame`, which `make_predictions` checks) and ``target_letter``, then the fields of
+    `group_fields`.
     """
+    columns = {
+        "respondent_id": [ex.respondent_id for ex in examples],
+        "question_id": [ex.question_id for ex in examples],
+        "target_code": pd.array([ex.target_code for ex in examples], dtype="int64"),
+        "target_letter": [ex.target_letter for ex in examples],
+        "option_codes": [list(ex.option_codes) for ex in examples],
+        "option_letters": [list(ex.option_letters) for ex in examples],
+        "scale_min": pd.array([ex.scale_min for ex in examples], dtype="int64"),
+        "scale_max": pd.array([ex.scale_max for ex in examples], dtype="int64"),
+        "ordinal": pd.array([ex.ordinal for ex in examples], dtype=bool),
+    }
     fields = group_fields(examples)
-    clash = sorted(set(fields) & set(FRAME_COLUMNS))
+    clash = sorted(set(fields) & columns.keys())
     if clash:
         raise ValueError(
             f"profile fields {clash} clash with the frame's own columns; rename them in the loader"
         )
-    return pd.DataFrame(
-        {
-            "respondent_id": [ex.respondent_id for ex in examples],
-            "question_id": [ex.question_id for ex in examples],
-            "target_code": pd.array([ex.target_code for ex in examples], dtype="int64"),
-            "target_letter": [ex.target_letter for ex in examples],
-            "option_codes": [list(ex.option_codes) for ex in examples],
-            "option_letters": [list(ex.option_letters) for ex in examples],
-            "scale_min": pd.array([ex.scale_min for ex in examples], dtype="int64"),
-            "scale_max": pd.array([ex.scale_max for ex in examples], dtype="int64"),
-            "ordinal": pd.array([ex.ordinal for ex in examples], dtype=bool),
-            **{name: [ex.profile.get(name) for ex in examples] for name in fields},
-        }
-    )
+    return pd.DataFrame({**columns, **{name: [ex.profile.get(name) for ex in examples] for name in fields}})
