@@ -16,7 +16,7 @@ from cuma.data.errors import DataError
 from cuma.data.examples import SurveyExample
 from cuma.data.profiles import Profile, ProfileTemplate
 from cuma.data.prompt import ChatFormat
-from cuma.data.splits import SPLITS, Split, assign_groups
+from cuma.data.splits import SPLIT_PARTS, Split, assign_groups
 from cuma.data.summary import LoadSummary
 
 
@@ -170,7 +170,7 @@ class ChatData:
             "choice": Split([], [], [], key=choice_key, groups=groups).apply(self.choice),
         }
         source = self.summary.source if self.summary else None
-        for name, fraction in zip(SPLITS, fractions, strict=True):
+        for name, fraction in zip(SPLIT_PARTS, fractions, strict=True):
             if fraction > 0 and not parts["sft"][name]:
                 raise DataError(
                     f"the {name} split of {self.name} is empty after splitting its {len(self.sft)} SFT "

@@ -17,7 +17,8 @@ from cuma.data.errors import DataError
 from cuma.data.survey import Survey
 
 T = TypeVar("T")
-SPLITS = ("train", "valid", "test")
+SPLIT_PARTS = ("train", "valid", "test")
+"""The three parts of every `Split`, in order (the comparison's splits are `cuma.data.experiment.SPLITS`)."""
 
 
 @dataclass
@@ -42,12 +43,12 @@ class Split(Generic[T]):
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]
 
     def sizes(self) -> dict[str, int]:
-        return {name: len(self[name]) for name in SPLITS}
+        return {name: len(self[name]) for name in SPLIT_PARTS}
 
     def apply(self, items: Iterable[Any]) -> Split[Any]:
         """Split other items of the same groups (e.g. DPO pairs after SFT rows) the same way."""
         owner = {gid: name for name, ids in self.groups.items() for gid in ids}
-        parts: dict[str, list[Any]] = {name: [] for name in SPLITS}
+        parts: dict[str, list[Any]] = {name: [] for name in SPLIT_PARTS}
         for item in items:
             gid = str(getattr(item, self.key))
             if gid not in owner:
@@ -59,7 +60,7 @@ class Split(Generic[T]):
 
     def sample(self, sizes: Mapping[str, int], *, seed: int = 0, by: str = "question_id") -> Split[T]:
         """Reduce each named split to a number of items, stratified by ``by`` (see `sample_stratified`)."""
-        parts = {name: list(self[name]) for name in SPLITS}
+        parts = {name: list(self[name]) for name in SPLIT_PARTS}
         for name, n in sizes.items():
             parts[name] = sample_stratified(parts[name], n, seed=seed, by=by, name=name)
         return Split(**parts, key=self.key, groups=self.groups, questions=self.questions)
@@ -91,7 +92,7 @@ def _assemble(
     what: str,
     source: object,
     questions: dict[str, frozenset[str]] | None = None,
-    required: Iterable[str] = SPLITS,
+    required: Iterable[str] = SPLIT_PARTS,
 ) -> Split[T]:
     split = Split[T]([], [], [], key=key, groups=groups, questions=questions).apply(items)
     for name in required:
@@ -115,7 +116,7 @@ def random_split(
     ``source`` (e.g. ``survey.source``) names the dataset in errors, here and in the other splits.
     """
     groups = assign_groups([str(getattr(item, key)) for item in items], fractions, seed)
-    required = [name for name, f in zip(SPLITS, fractions, strict=True) if f > 0]
+    required = [name for name, f in zip(SPLIT_PARTS, fractions, strict=True) if f > 0]
     return _assemble(items, key, groups, f"a random split by {key}", source, required=required)
 
 

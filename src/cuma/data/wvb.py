@@ -32,7 +32,8 @@ from cuma.data.summary import LoadSummary
 from cuma.data.survey import Question, Survey, answers_frame, check_ids
 
 ID = "D_INTERVIEW"
-SPLITS = ("full", "train", "valid", "test")
+WVB_SPLITS = ("full", "train", "valid", "test")
+"""The splits WorldValuesBench's preparation script writes (``split`` of `load_worldvaluesbench`)."""
 FIELDS = {
     "country": "B_COUNTRY",
     "age_group": "X003R",
@@ -144,8 +145,8 @@ def load_worldvaluesbench(
         question_metadata, codebook, answer_adjustment: explicit paths overriding the layout.
     """
     root = Path(root)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in WVB_SPLITS:
+        raise ValueError(f"split must be one of {WVB_SPLITS}, got {split!r}")
     if question_text not in ("metadata", "codebook"):
         raise ValueError(f"question_text must be 'metadata' or 'codebook', got {question_text!r}")
     meta_path = _find(root, "question_metadata.json", question_metadata)
