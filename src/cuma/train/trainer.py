@@ -67,7 +67,7 @@ from cuma.train.monitor import hparams, postfix, routing_stats, trackers
 from cuma.train.objectives import SFT, Objective
 from cuma.train.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
 
-PRECISIONS = {"bf16": "bf16", "fp32": "no"}  # train.precision -> accelerate mixed_precision
+MIXED_PRECISION = {"bf16": "bf16", "fp32": "no"}  # train.precision -> accelerate mixed_precision
 CHECKPOINT_DIR = "checkpoints"
 
 logger = logging.getLogger("cuma.train")
@@ -166,7 +166,7 @@ def _train(
         raise CheckpointError(f"no valid checkpoint to resume in {root}: " + "; ".join(skipped))
     accelerator = Accelerator(
         cpu=cpu_only(),
-        mixed_precision=PRECISIONS[config.precision],
+        mixed_precision=MIXED_PRECISION[config.precision],
         log_with=trackers(config) or None,
         project_dir=str(output_dir),
     )
