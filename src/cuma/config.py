@@ -42,6 +42,9 @@ from cuma.fieldcheck import (
 from cuma.yamlio import parse_yaml, read_yaml
 
 Precision = Literal["bf16", "fp32"]
+Pooling = Literal["mean", "last"]
+PaddingSide = Literal["left", "right"]
+RoutingTokens = Literal["answer", "prompt"]
 Objective = Literal["sft", "dpo", "grpo"]
 DPOLoss = Literal["sigmoid", "ipo", "hinge"]
 Pairing = Literal["all", "random", "majority"]
@@ -81,7 +84,7 @@ class ModelConfig(Checked):
         default="all-MiniLM-L6-v2",
         metadata=doc("Sentence encoder for profiles (cuma.encoder.DemographicEncoder).", NON_EMPTY),
     )
-    encoder_pooling: Literal["mean", "last"] = field(
+    encoder_pooling: Pooling = field(
         default="mean",
         metadata=doc("Encoder pooling: masked mean over tokens, or the last real token (decoder embedders)."),
     )
@@ -249,13 +252,13 @@ class EvalConfig(Checked):
     prefix: ClassVar[str] = "eval."
 
     batch_size: int = field(default=32, metadata=doc("Prompts per scoring batch.", AT_LEAST_1))
-    padding_side: Literal["left", "right"] = field(
+    padding_side: PaddingSide = field(
         default="left", metadata=doc("Padding side of scoring batches; both give the same numbers.")
     )
     precision: Precision = field(
         default="fp32", metadata=doc("Scoring precision: fp32, or bf16 autocast (faster with bf16 units).")
     )
-    routing_tokens: Literal["answer", "prompt"] = field(
+    routing_tokens: RoutingTokens = field(
         default="answer",
         metadata=doc("Routing topology from the answer position, or averaged over the whole prompt."),
     )
@@ -294,7 +297,8 @@ class PrefixConfig(Checked):
     num_virtual_tokens: int = field(
         default=32,
         metadata=doc(
-            "Virtual tokens prepended to every layer's keys and values (the reference used 32).", AT_LEAST_1
+            "Virtual tokens prepended to every layer's keys and values (the authors' code used 32).",
+            AT_LEAST_1,
         ),
     )
     prefix_projection: bool = field(

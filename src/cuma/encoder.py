@@ -1,9 +1,9 @@
 """The frozen demographic encoder: profile -> vector for the demographic router.
 
 Only the frozen sentence-encoder output is computed (and cached) here. The trainable projection lives in
-the adapter model and runs on every call, so it keeps learning; the reference detached it after a
-profile's first appearance. The reference also averaged padding into its mean and let batch membership
-change the embeddings; here a profile's vector is bit-identical whatever else is in the call.
+the adapter model and runs on every call, so it keeps learning; the authors' code detached it after a
+profile's first appearance. It also averaged padding into its mean and let batch membership change the
+embeddings; here a profile's vector is bit-identical whatever else is in the call (see docs/design.md).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-from cuma.config import ModelConfig
+from cuma.config import ModelConfig, Pooling
 from cuma.data.profiles import KEY_VALUE, ProfileTemplate
 from cuma.hub import resolve_model_source
 
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-POOLINGS = ("mean", "last")
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+"""The encoder's poolings: the values ``model.encoder_pooling`` allows."""
 
 
 def packaged_minilm_dir() -> Path:

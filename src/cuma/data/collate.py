@@ -21,15 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_args, get_type_hints
+from typing import Any, get_args
 
 import torch
 
-from cuma.config import EvalConfig
+from cuma.config import PaddingSide
 from cuma.data.errors import DataError
 from cuma.data.render import IGNORE_INDEX, Rendered, letter_token_ids, render_prompt, render_training
 
-PADDING_SIDES: tuple[str, ...] = get_args(get_type_hints(EvalConfig)["padding_side"])
+PADDING_SIDES: tuple[str, ...] = get_args(PaddingSide)
 """Where padding goes: ``"left"`` or ``"right"`` (the values ``eval.padding_side`` allows)."""
 
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import get_args, get_type_hints
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cuma.config import EvalConfig
+from cuma.config import RoutingTokens
 
-TOKEN_SCOPES: tuple[str, ...] = get_args(get_type_hints(EvalConfig)["routing_tokens"])
+TOKEN_SCOPES: tuple[str, ...] = get_args(RoutingTokens)
 """Which tokens' routing a row's vector is read from (the values ``eval.routing_tokens`` allows)."""
 
 
