@@ -64,9 +64,9 @@ class CuMAConfig(PeftConfig):
         metadata={
             "help": (
                 "How top-k weights are renormalised: 'normalize' is p_i / sum of the selected p; "
-                "'softmax-of-probs' is the reference code's softmax over the selected probabilities (parity "
-                "runs only). With top_k=1 the gate is the raw probability p_i, as in the Switch Transformer, "
-                "so the router keeps a gradient."
+                "'softmax-of-probs' is the authors' code's softmax over the selected probabilities (parity "
+                "runs only; see docs/design.md). With top_k=1 the gate is the raw probability p_i, as in the "
+                "Switch Transformer, so the router keeps a gradient."
             )
         },
     )

@@ -1,7 +1,7 @@
 """Trainable projection of the raw frozen-encoder profile embedding, applied on every call.
 
 It lives in the CuMAModel rather than behind the encoder's cache so that it gets a gradient every time
-a profile is seen (the reference detached it after a profile's first appearance).
+a profile is seen; the authors' code detached it after a profile's first appearance (see docs/design.md).
 """
 
 from __future__ import annotations
