@@ -22,16 +22,18 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import pandas as pd
 
+from cuma.config import Pairing
 from cuma.data.errors import DataError
 from cuma.data.examples import SurveyExample
 from cuma.data.experiment import ComparisonData
 from cuma.data.profiles import Profile
 
-PAIRING_MODES = ("all", "random", "majority")
+PAIRING_MODES: tuple[str, ...] = get_args(Pairing)
+"""The pairing modes: the values ``dpo.pairing`` allows."""
 SAME_AS_MAJORITY = "answer is the training majority"
 NO_TRAINING_ANSWERS = "question has no training answers"
 ONE_OPTION = "question has a single option"
