@@ -127,12 +127,13 @@ class DPO(Objective):
 
     def loss(self, model: torch.nn.Module, prepared: PreparedModel, batch: dict[str, Any]) -> StepLoss:
         joined = pair_batch(batch)
-        out = _forward(model, joined)
-        logps, counts = sequence_logps(out.logits, joined["labels"])
+        # The reference first: its no-grad activations are freed before the policy's are kept for backward.
         if "ref_chosen_logps" in batch:
             ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
         else:
             ref_chosen, ref_rejected = reference_logps(model, prepared, joined)
+        out = _forward(model, joined)
+        logps, counts = sequence_logps(out.logits, joined["labels"])
         chosen, rejected = logps.chunk(2)
         chosen_tokens, rejected_tokens = counts.chunk(2)
         result = dpo_loss(

@@ -105,7 +105,7 @@ def sample_answers(
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "labels": labels,
-        "advantages": advantages.values,
+        "advantages": advantages.values.to(input_ids.device),
         "rollout_counts": {
             "rollout/reward_sum": rewarded.rewards.nansum(),
             "rollout/answers": torch.tensor(float(len(texts))),
