@@ -223,3 +223,22 @@ def test_the_offline_preference_config_starts_each_dpo_run_from_its_sft_run(tmp_
     assert runs["lora@dpo"].training["objective"] == "dpo" and runs["lora"].training["objective"] == "sft"
     assert "lora-seed42" in runs["lora@dpo"].training["started_from"]
     assert runs["lora"].training["started_from"] is None and runs["lora@dpo"].training["steps"] == 1
+
+
+def test_rollout_collator_left_pads_prompts_and_refuses_long_ones() -> None:
+    from cuma.data.collate import RolloutCollator
+    from cuma.data.errors import DataError
+
+    tokenizer = tiny_tokenizer()
+    examples = [
+        SimpleNamespace(
+            respondent_id=f"r{i}", question_id="q", embedding=[float(i)] * 4,
+            prompt_messages=({"role": "user", "content": "Which? " * (i + 1)},),
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    batch = RolloutCollator(tokenizer)(examples)
+    assert batch["attention_mask"][:, -1].all() and not batch["attention_mask"][0, 0]  # left padding
+    assert batch["demographic_embeds"].tolist() == [[0.0] * 4, [1.0] * 4] and batch["examples"] == examples
+    with pytest.raises(DataError, match=r"respondent_id=r0, question_id=q: .*longer than max_length=5"):
+        RolloutCollator(tokenizer, max_length=5)(examples)

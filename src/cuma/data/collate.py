@@ -11,6 +11,8 @@ row. Its keys are fixed by the collator and its settings, never by which rows a 
 - ``demographic_embeds`` (float32 [B, D]) when the examples carry precomputed vectors;
 - ``profile_texts`` (list[str], not a tensor: pop it before calling the model).
 
+`RolloutCollator` (GRPO prompts) returns the left-padded prompts, the vectors and the ``examples``.
+
 `PromptCollator` also returns ``position_ids`` (long [B, T], from the attention mask: a padded row sees
 the positions it would see alone), ``answer_positions`` (long [B], the last prompt position, whose
 logits predict the answer) and, for multiple-choice rows, ``option_token_ids`` (list[list[int]], each
@@ -281,3 +283,21 @@ class PreferenceCollator(_Collator):
             batch[f"{side}_attention_mask"] = attention_mask
             batch[f"{side}_labels"] = _pad(labels, IGNORE_INDEX, self.padding_side)
         return {**batch, **_embeddings(pairs), "profile_texts": [p.profile_text for p in pairs]}
+
+
+@dataclass
+class RolloutCollator(_Collator):
+    """For GRPO rollouts: each example's prompt, left-padded (generation appends on the right), its
+    ``demographic_embeds`` row, and the ``examples`` themselves, whose answers the rewards read."""
+
+    padding_side: str = "left"
+
+    def __call__(self, examples: Sequence[Any]) -> dict[str, Any]:
+        rows = []
+        for ex in examples:
+            ids = render_prompt(self.tokenizer, ex.prompt_messages)
+            self.check_length(ids, ex)
+            rows.append(ids)
+        input_ids, attention_mask = pad_token_rows(rows, self.tokenizer.pad_token_id, self.padding_side)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "examples": list(examples)}
+        return {**batch, **_embeddings(examples)}

@@ -189,7 +189,7 @@ def precompute_reference(
 
 
 class GRPO(Objective):
-    """Group relative policy optimisation on survey prompts. Batch: `cuma.train.rollouts.RolloutCollator`
+    """Group relative policy optimisation on survey prompts. Batch: `cuma.data.collate.RolloutCollator`
     (left-padded prompts, ``demographic_embeds``, ``examples``); `rollout` samples the answers."""
 
     name = "grpo"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cuma.config import ExperimentConfig
-from cuma.data.collate import PreferenceCollator, SFTCollator
+from cuma.data.collate import PreferenceCollator, RolloutCollator, SFTCollator
 from cuma.data.experiment import ComparisonData
 from cuma.errors import ConfigError
 from cuma.methods import PreparedModel, build_method, get_method, load_trained
@@ -28,7 +28,6 @@ from cuma.train.data import ExtrasCollate, WithExtras
 from cuma.train.layout import starting_model
 from cuma.train.objectives import DPO, GRPO, SFT, Objective, precompute_reference
 from cuma.train.rewards import CellShares, cell_share_reward, exact_match_reward
-from cuma.train.rollouts import RolloutCollator
 
 logger = logging.getLogger("cuma.train")
 

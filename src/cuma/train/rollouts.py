@@ -1,63 +1,23 @@
 """GRPO rollouts on survey prompts: G sampled answers per prompt, with the respondent's profile routing
 every one of them, their rewards and group-normalised advantages.
 
-`RolloutCollator` batches prompts (left-padded, as generation needs); `sample_answers` turns such a
-batch into the policy-loss batch of `cuma.train.objectives.GRPO`: prompt + answer tokens, labels on
-the answer tokens only (up to and including the first end-of-sequence token), the advantages, and the
-reference log-probs when ``grpo.beta > 0``.
+`cuma.data.collate.RolloutCollator` batches prompts (left-padded, as generation needs); `sample_answers`
+turns such a batch into the policy-loss batch of `cuma.train.objectives.GRPO`: prompt + answer tokens,
+labels on the answer tokens only (up to and including the first end-of-sequence token), the advantages,
+and the reference log-probs when ``grpo.beta > 0``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from cuma.config import GRPOConfig
-from cuma.data.errors import DataError
-from cuma.data.render import render_prompt
 from cuma.methods import PreparedModel
 from cuma.train.dpo_loss import token_logps
 from cuma.train.grpo_loss import expand_to_generations, group_advantages
 from cuma.train.loss import IGNORE_INDEX
-
-
-@dataclass
-class RolloutCollator:
-    """Survey examples -> ``input_ids``/``attention_mask`` (left-padded prompts ending where the answer
-    starts), ``demographic_embeds`` when the examples carry vectors, and the ``examples`` themselves (the
-    rewards read their answers)."""
-
-    tokenizer: Any
-    max_length: int | None = None
-
-    def __call__(self, examples: Sequence[Any]) -> dict[str, Any]:
-        rows = [render_prompt(self.tokenizer, ex.prompt_messages) for ex in examples]
-        for ex, ids in zip(examples, rows, strict=True):
-            if self.max_length is not None and len(ids) > self.max_length:
-                raise DataError(
-                    f"prompt is longer than max_length={self.max_length}",
-                    source=f"respondent_id={ex.respondent_id}, question_id={ex.question_id}",
-                    value=len(ids),
-                )
-        width = max(len(ids) for ids in rows)
-        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, ids in enumerate(rows):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[i, width - len(ids) :] = 1
-        batch: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "examples": list(examples),
-        }
-        if all(getattr(ex, "embedding", None) is not None for ex in examples):
-            batch["demographic_embeds"] = torch.stack(
-                [torch.as_tensor(ex.embedding) for ex in examples]
-            ).float()
-        return batch
 
 
 @torch.no_grad()
