@@ -333,6 +333,14 @@ class DPOConfig(Checked):
             "one at random (random), or the training majority's answer when it differs (majority)."
         ),
     )
+    lr: float | None = field(
+        default=None,
+        metadata=doc(
+            "Learning rate of DPO runs in place of train.lr (DPO wants a far smaller one than SFT; tune it "
+            "on validation, data.score_split=valid); null = train.lr.",
+            POSITIVE,
+        ),
+    )
     reference: Reference = field(
         default="adapters-off",
         metadata=doc(
@@ -392,6 +400,10 @@ class GRPOConfig(Checked):
     )
     max_failed_share: float = field(
         default=0.1, metadata=doc("Stop when more of a step's rewards than this share fail.", FRACTION)
+    )
+    lr: float | None = field(
+        default=None,
+        metadata=doc("Learning rate of GRPO runs in place of train.lr; null = train.lr.", POSITIVE),
     )
 
 
@@ -482,6 +494,13 @@ class ExperimentConfig(Checked):
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def objective_train(self) -> TrainConfig:
+        """``train`` as the trainer runs it for ``train.objective``: ``dpo.lr`` or ``grpo.lr`` replaces
+        ``train.lr`` when set (``router_lr`` and ``projection_lr``, when set, are kept as they are)."""
+        own = {"dpo": self.dpo.lr, "grpo": self.grpo.lr}.get(self.train.objective)
+        return self.train if own is None else dataclasses.replace(self.train, lr=own)
 
 
 _SECTIONS: dict[str, type[Checked]] = {

@@ -113,7 +113,7 @@ class MethodRunner:
                     prepared,
                     recipe.dataset,
                     recipe.collate_fn,
-                    config.train,
+                    config.objective_train,
                     train_dir(self.train_root, name, seed, config.train.objective),
                     objective=recipe.objective,
                     resume=self.resume,

@@ -129,7 +129,7 @@ def train_method(
         prepared,
         recipe.dataset,
         recipe.collate_fn,
-        config.train,
+        config.objective_train,
         out,
         objective=recipe.objective,
         resume=resume,

@@ -1,0 +1,49 @@
+"""Each preference objective may run at its own learning rate (``dpo.lr``, ``grpo.lr``)."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from cuma.config import ExperimentConfig
+from cuma.errors import ConfigError
+from cuma.methods import entry_config
+from cuma.train.optim import build_optimizer
+
+
+def _config(*overrides: str) -> ExperimentConfig:
+    return ExperimentConfig().with_overrides(["train.lr=1e-3", *overrides])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "lr"),
+    [
+        ((), 1e-3),
+        (("dpo.lr=5e-6",), 1e-3),  # an SFT run ignores the DPO rate
+        (("train.objective=dpo",), 1e-3),  # no DPO rate: train.lr
+        (("train.objective=dpo", "dpo.lr=5e-6"), 5e-6),
+        (("train.objective=grpo", "dpo.lr=5e-6"), 1e-3),
+        (("train.objective=grpo", "grpo.lr=2e-6"), 2e-6),
+    ],
+)
+def test_objective_train_takes_the_objectives_own_rate(overrides: tuple[str, ...], lr: float) -> None:
+    train = _config(*overrides).objective_train
+    assert train.lr == lr
+    assert train.objective == _config(*overrides).train.objective
+
+
+def test_a_dpo_entry_of_a_comparison_runs_at_the_dpo_rate() -> None:
+    config = _config("dpo.lr=5e-6", "train.router_lr=2e-3")
+    _, sft = entry_config("cuma", config)
+    _, dpo = entry_config("cuma@dpo", config)
+    assert sft.objective_train.lr == 1e-3
+    assert dpo.objective_train.lr == 5e-6
+    assert dpo.objective_train.router_lr == 2e-3  # a rate set on its own is kept
+    weights = [nn.Parameter(nn.Linear(2, 2).weight.detach())]
+    optimizer = build_optimizer({"experts": weights}, dpo.objective_train)
+    assert [group["lr"] for group in optimizer.param_groups] == [5e-6]
+
+
+def test_a_rate_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="dpo.lr"):
+        _config("dpo.lr=0")
