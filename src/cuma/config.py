@@ -48,6 +48,7 @@ RoutingTokens = Literal["answer", "prompt"]
 Objective = Literal["sft", "dpo", "grpo"]
 DPOLoss = Literal["sigmoid", "ipo", "hinge"]
 Pairing = Literal["all", "random", "majority"]
+OptionOrder = Literal["fixed", "shuffled", "both"]
 Reference = Literal["adapters-off", "precomputed"]
 GRPOLoss = Literal["grpo", "dr_grpo", "dapo"]
 ScaleRewards = Literal["group", "batch", "none"]
@@ -144,6 +145,16 @@ class DataConfig(Checked):
         default=256,
         metadata=doc(
             "Tokens per example; a longer example is an error, never silently truncated.", AT_LEAST_1
+        ),
+    )
+    option_order: OptionOrder = field(
+        default="fixed",
+        metadata=doc(
+            "Order of each question's options in the prompt, lettered A, B, ... as shown: 'fixed' (the "
+            "survey's order, benchmark-compatible), 'shuffled' (a permutation per example seeded by "
+            "data.seed and its respondent and question, in training and scoring) or 'both' (trained "
+            "shuffled, scored in the fixed and the reversed order with the probabilities averaged). "
+            "Predictions keep the survey's option order; the orders shown are in their 'permutations' column."
         ),
     )
 
