@@ -20,6 +20,7 @@ LAYERS = {
             "sidecar",
             "lock",
             "processes",
+            "precision",
             "hub",
             "lazy",
         ],

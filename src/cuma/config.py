@@ -41,7 +41,7 @@ from cuma.fieldcheck import (
 )
 from cuma.yamlio import parse_yaml, read_yaml
 
-Precision = Literal["bf16", "fp32"]
+Precision = Literal["bf16", "fp32", "auto"]
 Pooling = Literal["mean", "last"]
 PaddingSide = Literal["left", "right"]
 RoutingTokens = Literal["answer", "prompt"]
@@ -207,7 +207,13 @@ class TrainConfig(Checked):
     max_grad_norm: float = field(
         default=1.0, metadata=doc("Gradient-norm clipping; 0 disables it.", NON_NEGATIVE)
     )
-    precision: Precision = field(default="bf16", metadata=doc("Compute precision: bf16 autocast, or fp32."))
+    precision: Precision = field(
+        default="auto",
+        metadata=doc(
+            "Compute precision: bf16 autocast, fp32, or auto (bf16 where bf16 is native: CUDA with bf16, a "
+            "CPU with AVX512-BF16 or AMX; else fp32; see cuma/precision.py)."
+        ),
+    )
     seed: int = field(
         default=42,
         metadata=doc(
@@ -267,7 +273,11 @@ class EvalConfig(Checked):
         default="left", metadata=doc("Padding side of scoring batches; both give the same numbers.")
     )
     precision: Precision = field(
-        default="fp32", metadata=doc("Scoring precision: fp32, or bf16 autocast (faster with bf16 units).")
+        default="auto",
+        metadata=doc(
+            "Scoring precision: fp32, bf16 autocast (faster with bf16 units; probabilities differ by up to "
+            "0.05), or auto (fp32 on every device; see cuma/precision.py)."
+        ),
     )
     routing_tokens: RoutingTokens = field(
         default="answer",
@@ -295,29 +305,6 @@ class EvalConfig(Checked):
             "field (with many fields nearly every unseen respondent's cell is empty and falls back to the "
             "population).",
             NON_EMPTY,
-        ),
-    )
-    bootstrap_resamples: int = field(
-        default=1000,
-        metadata=doc(
-            "Resamples of the paired bootstrap over respondents behind the report's intervals "
-            "(cuma.metrics.bootstrap).",
-            Check("at least 2", lambda v: v >= 2),
-        ),
-    )
-    confidence: float = field(
-        default=0.95,
-        metadata=doc("Coverage of the report's intervals.", Check("in (0, 1)", lambda v: 0 < v < 1)),
-    )
-    bootstrap_seed: int = field(
-        default=0, metadata=doc("Seed of the bootstrap, permutation and noise-floor draws.", SEED)
-    )
-    noise_floor_draws: int = field(
-        default=200,
-        metadata=doc(
-            "Simulated test samples behind the group-JS and sigma-inequity noise floors "
-            "(cuma.metrics.noise_floor).",
-            AT_LEAST_1,
         ),
     )
 

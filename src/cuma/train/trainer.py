@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 from cuma.config import TrainConfig
 from cuma.lock import group_lock
 from cuma.methods import PreparedModel
+from cuma.precision import resolve_precision
 from cuma.processes import cpu_only
 from cuma.train.checkpoint import (
     MODEL_DIR,
@@ -166,7 +167,7 @@ def _train(
         raise CheckpointError(f"no valid checkpoint to resume in {root}: " + "; ".join(skipped))
     accelerator = Accelerator(
         cpu=cpu_only(),
-        mixed_precision=MIXED_PRECISION[config.precision],
+        mixed_precision=MIXED_PRECISION[resolve_precision(config.precision, "train").name],
         log_with=trackers(config) or None,
         project_dir=str(output_dir),
     )
