@@ -307,6 +307,29 @@ class EvalConfig(Checked):
             NON_EMPTY,
         ),
     )
+    bootstrap_resamples: int = field(
+        default=1000,
+        metadata=doc(
+            "Resamples of the paired bootstrap over respondents behind the report's intervals "
+            "(cuma.metrics.bootstrap).",
+            Check("at least 2", lambda v: v >= 2),
+        ),
+    )
+    confidence: float = field(
+        default=0.95,
+        metadata=doc("Coverage of the report's intervals.", Check("in (0, 1)", lambda v: 0 < v < 1)),
+    )
+    bootstrap_seed: int = field(
+        default=0, metadata=doc("Seed of the bootstrap, permutation and noise-floor draws.", SEED)
+    )
+    noise_floor_draws: int = field(
+        default=200,
+        metadata=doc(
+            "Simulated test samples behind the group-JS and sigma-inequity noise floors "
+            "(cuma.metrics.noise_floor).",
+            AT_LEAST_1,
+        ),
+    )
 
 
 @dataclass(frozen=True)
