@@ -102,3 +102,19 @@ def test_the_failure_share_check() -> None:
     assert check_failure_share([], 0.0) == 0.0
     with pytest.raises(ValueError, match="max_share must be a share between 0 and 1"):
         check_failure_share(verdicts, 2)
+
+
+def test_the_configs_list_of_built_in_prompts_is_the_judges() -> None:
+    from cuma.config import JUDGE_PROMPTS
+    from cuma.judges import PROMPTS
+
+    assert set(JUDGE_PROMPTS) == set(PROMPTS)
+
+
+def test_an_experiment_config_carries_its_judge_and_preference_settings() -> None:
+    from cuma.config import ExperimentConfig
+
+    config = ExperimentConfig().with_overrides(["judge.kind=callable", "preference.max_new_tokens=32"])
+    assert config.judge.kind == "callable" and config.preference.max_new_tokens == 32
+    with pytest.raises(ConfigError, match=r"judge\.base_url"):
+        ExperimentConfig().with_overrides(["judge.kind=http"])

@@ -45,5 +45,5 @@ def test_a_dpo_entry_of_a_comparison_runs_at_the_dpo_rate() -> None:
 
 
 def test_a_rate_must_be_positive() -> None:
-    with pytest.raises(ConfigError, match="dpo.lr"):
+    with pytest.raises(ConfigError, match=r"dpo\.lr"):
         _config("dpo.lr=0")

@@ -19,6 +19,7 @@ registry, existing checkpoints) are in `cuma.preflight`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -451,6 +452,172 @@ class GRPOConfig(Checked):
     )
 
 
+SHARE = Check("in [0, 1]", lambda v: 0 <= v <= 1)
+OPEN_UNIT = Check("in (0, 1)", lambda v: 0 < v < 1)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+JUDGE_PROMPTS = ("default",)
+"""Names of the built-in judge prompts (`cuma.judges.prompt.PROMPTS`)."""
+
+
+@dataclass(frozen=True)
+class JudgeConfig(Checked):
+    """Settings of a judge; ``cuma.judges.build_judge`` turns them into one."""
+
+    prefix: ClassVar[str] = "judge."
+
+    kind: Literal["http", "local", "callable"] = field(
+        default="http",
+        metadata=doc("http: an OpenAI-compatible server; local: a causal LM; callable: a Python function."),
+    )
+    base_url: str | None = field(
+        default=None,
+        metadata=doc(
+            "API root of the http judge, e.g. https://api.openai.com/v1 (without /chat/completions)."
+        ),
+    )
+    model: str | None = field(
+        default=None,
+        metadata=doc(
+            "Model name sent to the http judge; for a local judge, the alias, path or hub id to load."
+        ),
+    )
+    api_key_env: str | None = field(
+        default=None,
+        metadata=doc("NAME of the environment variable holding the API key, never the key; null: no key."),
+    )
+    timeout_s: float = field(
+        default=60.0, metadata=doc("Seconds before one http request times out.", POSITIVE)
+    )
+    max_retries: int = field(
+        default=4,
+        metadata=doc(
+            "Repeats of a request after a 429, a 5xx, a timeout or a connection error.", NON_NEGATIVE
+        ),
+    )
+    backoff_s: float = field(
+        default=1.0, metadata=doc("First wait before a retry; doubled on each further retry.", NON_NEGATIVE)
+    )
+    max_backoff_s: float = field(
+        default=60.0,
+        metadata=doc("Longest wait before a retry, a server's Retry-After included.", NON_NEGATIVE),
+    )
+    max_requests: int | None = field(
+        default=None,
+        metadata=doc(
+            "Requests the http judge may send in all, retries included; then verdicts fail.", AT_LEAST_1
+        ),
+    )
+    max_concurrency: int = field(
+        default=8, metadata=doc("Requests (or callable calls) in flight at once.", AT_LEAST_1)
+    )
+    max_tokens: int = field(default=16, metadata=doc("Longest answer the http judge may write.", AT_LEAST_1))
+    batch_size: int = field(default=8, metadata=doc("Prompts per forward pass of a local judge.", AT_LEAST_1))
+    cache_path: str | None = field(
+        default=None,
+        metadata=doc("JSONL file of http verdicts kept across runs; null: an in-memory cache only."),
+    )
+    both_orders: bool = field(
+        default=True,
+        metadata=doc("Judge each pair as (a, b) and (b, a); orders that disagree count as a tie."),
+    )
+    template: str = field(
+        default="default",
+        metadata=doc("Built-in judge prompt name, or a YAML file with 'user' and optional 'system' keys."),
+    )
+    max_failure_share: float = field(
+        default=0.1,
+        metadata=doc("Share of failed verdicts above which a run stops (check_failure_share).", SHARE),
+    )
+    progress: bool = field(default=False, metadata=doc("Show a progress bar over each batch of verdicts."))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cache_path, Path):
+            object.__setattr__(self, "cache_path", str(self.cache_path))
+        super().__post_init__()
+
+    def _check(self) -> None:
+        if self.kind == "http":
+            if self.base_url is None or not self.base_url.startswith(("http://", "https://")):
+                raise ConfigError(f"judge.base_url={self.base_url!r}: the http judge needs an http(s):// URL")
+            if self.base_url.rstrip("/").endswith("/chat/completions"):
+                raise ConfigError(
+                    f"judge.base_url={self.base_url!r}: must be the API root (e.g. .../v1); "
+                    "/chat/completions is added"
+                )
+            if not self.model:
+                raise ConfigError(f"judge.model={self.model!r}: the http judge needs a model name")
+        if self.api_key_env is not None and not _ENV_NAME.fullmatch(self.api_key_env):
+            # The value is not echoed: it may be a key pasted in by mistake.
+            raise ConfigError(
+                "judge.api_key_env: must be the NAME of an environment variable (letters, digits, _), "
+                "e.g. OPENAI_API_KEY, never the key itself"
+            )
+        if self.template not in JUDGE_PROMPTS and not Path(self.template).is_file():
+            raise ConfigError(
+                f"judge.template={self.template!r}: must be a built-in prompt ({', '.join(JUDGE_PROMPTS)}) "
+                "or an existing YAML file"
+            )
+
+
+@dataclass(frozen=True)
+class PreferenceEvalConfig(Checked):
+    """Settings of the preference evaluations (CA-Acc and win-rate). Bad values raise ``ConfigError``."""
+
+    prefix: ClassVar[str] = "preference."
+
+    batch_size: int = field(
+        default=8, metadata=doc("Prompts per forward pass (CA-Acc) or per generate call.", AT_LEAST_1)
+    )
+    max_length: int | None = field(
+        default=None,
+        metadata=doc(
+            "Longest prompt in tokens; a longer one is an error naming the example. null: no limit.",
+            AT_LEAST_1,
+        ),
+    )
+    max_new_tokens: int = field(
+        default=256, metadata=doc("Longest generated response in tokens.", AT_LEAST_1)
+    )
+    do_sample: bool = field(
+        default=False, metadata=doc("Sample the responses; false decodes greedily (the default).")
+    )
+    temperature: float = field(default=1.0, metadata=doc("Sampling temperature (with do_sample).", POSITIVE))
+    sample_seed: int = field(
+        default=0,
+        metadata=doc(
+            "Seed of torch's generator before sampling (with do_sample); samples still depend on the "
+            "batch a prompt falls in.",
+            SEED,
+        ),
+    )
+    judge_both_orders: bool = field(
+        default=True,
+        metadata=doc(
+            "Judge each pair as (method, baseline) and as (baseline, method); orders that disagree are a "
+            "tie. false puts the method's response first every time. A judge that already judges both "
+            "orders (judge.both_orders) is not wrapped again."
+        ),
+    )
+    choice_seed: int = field(
+        default=0,
+        metadata=doc(
+            "Seed of CA-Acc's option permutation; with the example's id it fixes each example's order.", SEED
+        ),
+    )
+    group_fields: list[str] | None = field(
+        default=None,
+        metadata=doc(
+            "Profile fields of the per-group win-rates; null = every profile field of the prompts.",
+            NON_EMPTY,
+        ),
+    )
+    bootstrap_resamples: int = field(
+        default=1000, metadata=doc("Bootstrap resamples of the accuracy and win-rate intervals.", AT_LEAST_1)
+    )
+    confidence: float = field(default=0.95, metadata=doc("Coverage of the bootstrap intervals.", OPEN_UNIT))
+    bootstrap_seed: int = field(default=0, metadata=doc("Seed of the bootstrap resampling.", SEED))
+
+
 @dataclass(frozen=True)
 class ExperimentConfig(Checked):
     """One experiment: a dataset, a base model and the methods compared on it."""
@@ -463,6 +630,14 @@ class ExperimentConfig(Checked):
         default_factory=DPOConfig, metadata=doc("DPO loss and pairs (train.objective=dpo).")
     )
     grpo: GRPOConfig = field(default_factory=GRPOConfig, metadata=doc("GRPO rollouts and loss (grpo)."))
+    judge: JudgeConfig = field(
+        default_factory=lambda: JudgeConfig(kind="local", model="smollm2-135m-instruct"),
+        metadata=doc("The judge of win-rates and of GRPO's judge reward (preference comparisons)."),
+    )
+    preference: PreferenceEvalConfig = field(
+        default_factory=PreferenceEvalConfig,
+        metadata=doc("CA-Acc and win-rate settings (preference comparisons)."),
+    )
     methods: list[str] = field(
         default_factory=lambda: ["base", "persona", "lora", "cuma", "logistic"],
         metadata=doc(
@@ -554,6 +729,8 @@ _SECTIONS: dict[str, type[Checked]] = {
     "eval": EvalConfig,
     "dpo": DPOConfig,
     "grpo": GRPOConfig,
+    "judge": JudgeConfig,
+    "preference": PreferenceEvalConfig,
 }
 
 

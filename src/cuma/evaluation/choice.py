@@ -26,12 +26,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from cuma.config import PreferenceEvalConfig
 from cuma.data.collate import PromptCollator
 from cuma.data.community_alignment import CHOICE_FORMAT
 from cuma.data.errors import DataError
 from cuma.data.examples import SurveyExample, group_fields
 from cuma.data.prompt import PromptFormat
-from cuma.evaluation.preference import PreferenceEvalConfig, inference
+from cuma.evaluation.preference import bootstrap_settings, inference
 from cuma.methods import PreparedModel
 from cuma.metrics.preference import ChoiceAccuracy, choice_accuracy
 
@@ -146,7 +147,7 @@ def evaluate_choice_accuracy(
     predicted = [perm[j] for perm, j in zip(permutations, best, strict=True)]
     targets = [ex.option_letters.index(ex.target_letter) for ex in choice_sets]
     accuracy = choice_accuracy(
-        predicted, targets, [len(perm) for perm in permutations], bootstrap=config.bootstrap
+        predicted, targets, [len(perm) for perm in permutations], bootstrap=bootstrap_settings(config)
     )
     table = pd.DataFrame(
         {

@@ -18,22 +18,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from cuma.config import PreferenceEvalConfig
 from cuma.data.collate import PromptCollator
 from cuma.errors import ConfigError
-from cuma.fieldcheck import AT_LEAST_1, NON_EMPTY, POSITIVE, SEED, Check, Checked, doc
 from cuma.judges import BothOrdersJudge, Judge, JudgeFailureError, JudgeItem, Verdict, judge_both_orders
 from cuma.methods import PreparedModel
 from cuma.metrics.preference import BootstrapConfig, WinRate, group_win_rates, win_rate
-
-OPEN_UNIT = Check("in (0, 1)", lambda v: 0 < v < 1)
 
 ID_FIELDS = ("conversation_id", "annotator_id", "turn", "respondent_id", "question_id")
 """Attributes that identify a prompt; the table gets a column for each one every prompt has."""
@@ -45,67 +43,9 @@ OUTCOMES = {"a": "win", "b": "loss", "tie": "tie", "failed": "failed"}
 """Judge choice -> the method's outcome: the method's response is response A of every judge item."""
 
 
-@dataclass(frozen=True)
-class PreferenceEvalConfig(Checked):
-    """Settings of the preference evaluations (CA-Acc and win-rate). Bad values raise ``ConfigError``."""
-
-    prefix: ClassVar[str] = "preference."
-
-    batch_size: int = field(
-        default=8, metadata=doc("Prompts per forward pass (CA-Acc) or per generate call.", AT_LEAST_1)
-    )
-    max_length: int | None = field(
-        default=None,
-        metadata=doc(
-            "Longest prompt in tokens; a longer one is an error naming the example. null: no limit.",
-            AT_LEAST_1,
-        ),
-    )
-    max_new_tokens: int = field(
-        default=256, metadata=doc("Longest generated response in tokens.", AT_LEAST_1)
-    )
-    do_sample: bool = field(
-        default=False, metadata=doc("Sample the responses; false decodes greedily (the default).")
-    )
-    temperature: float = field(default=1.0, metadata=doc("Sampling temperature (with do_sample).", POSITIVE))
-    sample_seed: int = field(
-        default=0,
-        metadata=doc(
-            "Seed of torch's generator before sampling (with do_sample); samples still depend on the "
-            "batch a prompt falls in.",
-            SEED,
-        ),
-    )
-    judge_both_orders: bool = field(
-        default=True,
-        metadata=doc(
-            "Judge each pair as (method, baseline) and as (baseline, method); orders that disagree are a "
-            "tie. false puts the method's response first every time. A judge that already judges both "
-            "orders (judge.both_orders) is not wrapped again."
-        ),
-    )
-    choice_seed: int = field(
-        default=0,
-        metadata=doc(
-            "Seed of CA-Acc's option permutation; with the example's id it fixes each example's order.", SEED
-        ),
-    )
-    group_fields: list[str] | None = field(
-        default=None,
-        metadata=doc(
-            "Profile fields of the per-group win-rates; null = every profile field of the prompts.",
-            NON_EMPTY,
-        ),
-    )
-    bootstrap_resamples: int = field(
-        default=1000, metadata=doc("Bootstrap resamples of the accuracy and win-rate intervals.", AT_LEAST_1)
-    )
-    confidence: float = field(default=0.95, metadata=doc("Coverage of the bootstrap intervals.", OPEN_UNIT))
-    bootstrap_seed: int = field(default=0, metadata=doc("Seed of the bootstrap resampling.", SEED))
-
-    @property
-    def bootstrap(self) -> BootstrapConfig:
-        return BootstrapConfig(self.bootstrap_resamples, self.confidence, self.bootstrap_seed)
+def bootstrap_settings(config: PreferenceEvalConfig) -> BootstrapConfig:
+    """The bootstrap of the intervals that ``config`` asks for."""
+    return BootstrapConfig(config.bootstrap_resamples, config.confidence, config.bootstrap_seed)
 
 
 @dataclass(frozen=True)
@@ -279,7 +219,7 @@ def judge_pairs(judge: Judge, table: pd.DataFrame, config: PreferenceEvalConfig)
         raw=[v.to_dict()["raw"] for v in verdicts],
     )
     return WinRateEvaluation(
-        win_rate=win_rate(outcomes, bootstrap=config.bootstrap),
+        win_rate=win_rate(outcomes, bootstrap=bootstrap_settings(config)),
         groups=group_win_rates(outcomes, profiles, fields),
         table=judged,
     )

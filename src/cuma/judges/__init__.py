@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 from cuma.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from cuma.config import JudgeConfig
     from cuma.judges.base import Judge
     from cuma.judges.both_orders import BothOrdersJudge, combine_orders, judge_both_orders
     from cuma.judges.build import build_judge
     from cuma.judges.cache import VerdictCache
     from cuma.judges.callable_judge import CallableJudge
-    from cuma.judges.config import JudgeConfig
     from cuma.judges.counts import JudgeCounts
     from cuma.judges.failures import JudgeFailureError, check_failure_share
     from cuma.judges.http_judge import BUDGET_EXHAUSTED, HTTPJudge
@@ -40,7 +40,7 @@ _HOMES = {
     "build_judge": "cuma.judges.build",
     "VerdictCache": "cuma.judges.cache",
     "CallableJudge": "cuma.judges.callable_judge",
-    "JudgeConfig": "cuma.judges.config",
+    "JudgeConfig": "cuma.config",
     "JudgeCounts": "cuma.judges.counts",
     "JudgeFailureError": "cuma.judges.failures",
     "check_failure_share": "cuma.judges.failures",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cuma.config import JudgeConfig
 from cuma.data.profiles import ProfileTemplate
 from cuma.errors import ConfigError
 from cuma.judges.base import Judge
 from cuma.judges.both_orders import BothOrdersJudge
 from cuma.judges.callable_judge import CallableJudge, JudgeFn
-from cuma.judges.config import JudgeConfig
 from cuma.judges.http_judge import HTTPJudge
 from cuma.judges.prompt import load_prompt
 

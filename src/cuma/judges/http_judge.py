@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 
 import httpx
 
+from cuma.config import JudgeConfig
 from cuma.errors import ConfigError
 from cuma.judges.base import Judge, map_bounded
 from cuma.judges.cache import VerdictCache, cache_key
-from cuma.judges.config import JudgeConfig
 from cuma.judges.parsing import parse_verdict
 from cuma.judges.prompt import JudgePrompt, load_prompt
 from cuma.judges.verdict import JudgeItem, Verdict
