@@ -9,6 +9,15 @@ method and every training seed sees the same examples.
 ``data.heldout_cells`` maps fields to values; the cells are every combination of them, e.g.
 ``{race: [black], gender: [female]}`` holds out black women, ``{race: [black, other], gender: [female]}``
 two cells.
+
+``data.option_order`` decides the order the options are shown in (`ORDER_PLANS`), after the split and
+the samples, which therefore do not depend on it: ``fixed`` shows the survey's order everywhere;
+``shuffled`` a seeded permutation per example (`cuma.data.prompt.option_permutation`) in training and
+scoring; ``both`` trains shuffled (no position is the answer more often than another, whatever the number
+of options) and scores every example in the fixed and in the reversed order (`ComparisonData.score_orders`),
+whose predictions `cuma.data.examples.average_orders` averages. The persona and persona-free twin of an
+example are shown in the same order, and the survey-derived preference pairs and GRPO prompts
+(`cuma.data.preferences`) are built from these examples, so every objective sees one rendering.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from typing import Any
 
 from cuma.config import DataConfig
 from cuma.data.embeddings import attach_embeddings
-from cuma.data.examples import SurveyExample, build_examples
+from cuma.data.examples import SurveyExample, arrange, build_examples, check_arrangeable
 from cuma.data.registry import load
 from cuma.data.splits import held_out_profile_split, random_split, sample_stratified
 from cuma.data.survey import Survey
@@ -32,6 +41,27 @@ SPLITS = {"train": "training split", "test": "random test split", "heldout": "he
 """The comparison's splits, in order, and how the report names them."""
 EVAL_SPLITS = tuple(name for name in SPLITS if name != "train")
 """The scored splits: every method is evaluated on these."""
+
+
+@dataclass(frozen=True)
+class OrderPlan:
+    """Where one ``data.option_order`` shows which arrangement (`cuma.data.prompt.ARRANGEMENTS`).
+
+    Attributes:
+        train: the training examples' arrangement.
+        scored: the arrangements each scored split is scored in; the first is the split's own examples.
+    """
+
+    train: str
+    scored: tuple[str, ...]
+
+
+ORDER_PLANS = {
+    "fixed": OrderPlan("fixed", ("fixed",)),
+    "shuffled": OrderPlan("shuffled", ("shuffled",)),
+    "both": OrderPlan("shuffled", ("fixed", "reversed")),
+}
+"""``data.option_order`` -> its `OrderPlan`."""
 
 
 @dataclass
@@ -44,6 +74,8 @@ class ComparisonData:
         twins: the same examples with the generic system prompt, keyed by (respondent, question).
         respondents: split name -> respondents available before sampling (valid included).
         cells: the held-out cells, each a field -> value mapping (empty: no zero-shot split).
+        option_order: ``data.option_order``: how the options are shown (see the module docstring).
+        seed: ``data.seed``, which also seeds the shuffled option orders.
     """
 
     survey: Survey
@@ -51,11 +83,21 @@ class ComparisonData:
     twins: dict[tuple[str, str], SurveyExample]
     respondents: dict[str, int]
     cells: list[dict[str, str]]
+    option_order: str = "fixed"
+    seed: int = 0
 
     def examples(self, split: str, persona: bool) -> list[SurveyExample]:
         """A split's examples, with or without the profile in the system prompt."""
         rows = self.splits[split]
         return rows if persona else [self.twins[ex.respondent_id, ex.question_id] for ex in rows]
+
+    def score_orders(self, split: str, persona: bool) -> list[list[SurveyExample]]:
+        """A scored split's examples in each option order it is scored in: ``examples(split, persona)``, and
+        under ``option_order=both`` their reversed-order copies after them. Score each list and join the
+        predictions with `cuma.data.examples.average_orders` (one list: its predictions as they are)."""
+        rows = self.examples(split, persona)
+        others = ORDER_PLANS[self.option_order].scored[1:] if split != "train" else ()
+        return [rows, *(arrange(rows, self.survey, name, seed=self.seed, persona=persona) for name in others)]
 
     def sizes(self) -> dict[str, int]:
         return {name: len(rows) for name, rows in self.splits.items()}
@@ -104,6 +146,8 @@ def heldout_cells(config: DataConfig) -> list[dict[str, str]]:
 
 def prepare_data(config: DataConfig) -> ComparisonData:
     survey = load_survey(config.dataset)
+    if config.option_order != "fixed":
+        check_arrangeable(survey, f"data.option_order={config.option_order!r}")
     with_persona = build_examples(survey, persona=True)
     cells = heldout_cells(config)
     if cells:
@@ -120,24 +164,25 @@ def prepare_data(config: DataConfig) -> ComparisonData:
         seed=config.seed,
         source=survey.source,
     )
-    splits = {
+    sampled = {
         "train": _sample(split.train, config.n_train, config.seed, "train"),
         "test": _sample(split[config.score_split], config.n_test, config.seed, "test"),
         "heldout": _sample(heldout, config.n_heldout, config.seed, "heldout"),
     }
-    wanted = {(ex.respondent_id, ex.question_id) for rows in splits.values() for ex in rows}
-    twins = {
-        key: ex
-        for ex in build_examples(survey, persona=False)
-        if (key := (ex.respondent_id, ex.question_id)) in wanted
-    }
+    splits, twins = {}, {}
+    plan = ORDER_PLANS[config.option_order]
+    for name, rows in sampled.items():
+        shown = plan.train if name == "train" else plan.scored[0]
+        splits[name] = arrange(rows, survey, shown, seed=config.seed, persona=True)
+        for ex in arrange(rows, survey, shown, seed=config.seed, persona=False):
+            twins[ex.respondent_id, ex.question_id] = ex
     respondents = {
         "train": len(split.groups["train"]),
         "valid": len(split.groups["valid"]),
         "test": len(split.groups["test"]),
         "heldout": len({ex.respondent_id for ex in heldout}),
     }
-    return ComparisonData(survey, splits, twins, respondents, cells)
+    return ComparisonData(survey, splits, twins, respondents, cells, config.option_order, config.seed)
 
 
 def _sample(rows: Sequence[SurveyExample], n: int | None, seed: int, name: str) -> list[SurveyExample]:

@@ -1,13 +1,30 @@
-"""How a multiple-choice question and a persona become chat messages."""
+"""How a multiple-choice question and a persona become chat messages, and in which option order.
+
+An example's options are shown in one of `ARRANGEMENTS` and lettered A, B, ... in the order shown. A
+shuffled order is drawn from a seed and the example's (respondent, question) alone, so it is the same
+whatever the other examples, the batching or the process; the same key with the persona on or off gives
+the same order.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+
+from cuma.config import OptionOrder
 
 LETTERS = tuple(string.ascii_uppercase)
 SURVEY_SYSTEM = "You are a helpful assistant that answers survey questions honestly."
+OPTION_ORDERS: tuple[str, ...] = get_args(OptionOrder)
+"""The values ``data.option_order`` allows."""
+Arrangement = Literal["fixed", "reversed", "shuffled"]
+ARRANGEMENTS: tuple[str, ...] = get_args(Arrangement)
+"""How one example's options are shown: the question's order, reversed, or a seeded permutation."""
 
 
 def option_letters(n: int) -> tuple[str, ...]:
@@ -15,6 +32,22 @@ def option_letters(n: int) -> tuple[str, ...]:
     if not 1 <= n <= len(LETTERS):
         raise ValueError(f"cannot letter {n} options: between 1 and {len(LETTERS)} are supported")
     return LETTERS[:n]
+
+
+def option_permutation(
+    arrangement: str, n: int, *, seed: int, respondent_id: str, question_id: str
+) -> tuple[int, ...]:
+    """The options' order in the prompt: ``permutation[j]`` is the index (in the question's own option
+    order) of the option shown at letter j; ``shuffled`` is drawn from ``seed`` and the two ids alone."""
+    if arrangement == "fixed":
+        return tuple(range(n))
+    if arrangement == "reversed":
+        return tuple(range(n - 1, -1, -1))
+    if arrangement != "shuffled":
+        raise ValueError(f"option arrangement must be one of {ARRANGEMENTS}, got {arrangement!r}")
+    key = f"{respondent_id}\x1f{question_id}".encode()
+    digest = int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
+    return tuple(int(i) for i in np.random.default_rng([seed, digest]).permutation(n))
 
 
 @dataclass(frozen=True)
