@@ -104,7 +104,19 @@ class DataConfig(Checked):
 
     dataset: str = field(
         default="gss-spending-2018",
-        metadata=doc("Built-in survey name, or path to a survey spec YAML or a WVB directory.", NON_EMPTY),
+        metadata=doc(
+            "Built-in survey name, path to a survey spec YAML or a WVB directory, or a chat dataset "
+            "(prism, community-alignment: a preference comparison).",
+            NON_EMPTY,
+        ),
+    )
+    path: str | None = field(
+        default=None,
+        metadata=doc(
+            "Local files of a chat dataset (prism: a folder with survey.jsonl and conversations.jsonl; "
+            "community-alignment: a .jsonl/.parquet file or folder); null = the Hugging Face hub.",
+            NON_EMPTY,
+        ),
     )
     seed: int = field(default=0, metadata=doc("Seed of the respondent split and of the samples.", SEED))
     valid_fraction: float = field(

@@ -105,6 +105,16 @@ class ChatExample:
     def messages(self) -> list[dict[str, str]]:
         return [*self.prompt_messages, {"role": "assistant", "content": self.answer}]
 
+    @property
+    def respondent_id(self) -> str:
+        """The annotator, named as survey rows name who answered (run fingerprints, batch logs)."""
+        return self.annotator_id
+
+    @property
+    def question_id(self) -> str:
+        """The conversation turn, named as survey rows name what was answered."""
+        return f"{self.conversation_id}#{self.turn}"
+
 
 @dataclass(frozen=True)
 class PreferencePair:
@@ -124,6 +134,14 @@ class PreferencePair:
     def answer(self) -> str:
         """The chosen response, so SFT collators can train on it."""
         return self.chosen
+
+    @property
+    def respondent_id(self) -> str:
+        return self.annotator_id
+
+    @property
+    def question_id(self) -> str:
+        return f"{self.conversation_id}#{self.turn}"
 
 
 @dataclass
