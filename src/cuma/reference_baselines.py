@@ -15,10 +15,27 @@ metrics score them.
 
 The majority baselines' ``probs`` are the answer counts plus ``smoothing`` per option, normalised (1.0 is
 Laplace smoothing, 0 the empirical distribution); their argmax is the mode, the first option on ties.
+The cell majority's ``probs`` are therefore the cell's (smoothed) training answer distribution, the
+"cell distribution" reference of the report's gains.
+
+`CALIBRATION_BASELINES` are controls, not predictors: they know nothing about the person, and a metric on
+which they score well rewards matching the question's marginal distribution rather than predicting the
+respondent. Each puts probability 1 on its one answer (a one-hot ``probs``, so ``predicted_code`` is that
+answer, as the schema defines it), so their log-loss is that of a point forecast: ``-log`` of the clipping
+epsilon (`cuma.metrics.proper.EPS`) per miss.
+
+- ``random-draw``: an answer drawn at random from the question's (unsmoothed) training distribution.
+- ``shuffled-truth``: the true test answers of the question, permuted at random among its respondents
+  (it reads the test answers on purpose: its answer distribution is exactly the humans').
+- ``always-first``: the question's first option, for everyone.
+
+Their draws are seeded by ``BaselineConfig.seed`` and the question id, so they do not depend on the
+order of the questions.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -95,6 +112,44 @@ REFERENCE_BASELINES: dict[str, Callable[..., pd.DataFrame]] = {
     "logistic": logistic_regression,
 }
 """Method name (as in configs) -> baseline ``(train, test, fields, config) -> predictions DataFrame``."""
+
+
+def random_draw(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    fields: Sequence[str] = (),
+    config: BaselineConfig = BaselineConfig(),
+) -> pd.DataFrame:
+    """Answer each test row with a draw from the question's training answers (``fields`` unused)."""
+    return _per_question(train, test, fields, config, _random_draw_question)
+
+
+def shuffled_truth(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    fields: Sequence[str] = (),
+    config: BaselineConfig = BaselineConfig(),
+) -> pd.DataFrame:
+    """Answer each test row with another respondent's true answer to the question (``fields`` unused)."""
+    return _per_question(train, test, fields, config, _shuffled_question)
+
+
+def always_first(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    fields: Sequence[str] = (),
+    config: BaselineConfig = BaselineConfig(),
+) -> pd.DataFrame:
+    """Answer every test row with the question's first option (``train`` and ``fields`` unused)."""
+    return _per_question(train, test, fields, config, _first_question)
+
+
+CALIBRATION_BASELINES: dict[str, Callable[..., pd.DataFrame]] = {
+    "random-draw": random_draw,
+    "shuffled-truth": shuffled_truth,
+    "always-first": always_first,
+}
+"""Calibration rows by method name, with the signature of `REFERENCE_BASELINES` (see the module docstring)."""
 
 
 def _prepare(
@@ -189,6 +244,34 @@ def _logistic_question(
     full = np.zeros((len(rows), len(rows["option_codes"].iloc[0])))
     full[:, model.classes_] = model.predict_proba(encoder.transform(_categories(rows, fields)))
     return list(full), False
+
+
+def _random_draw_question(
+    rows: pd.DataFrame, fit: pd.DataFrame, fields: Sequence[str], config: BaselineConfig
+) -> tuple[list[np.ndarray], bool]:
+    counts = _counts(fit)
+    draws = _rng(rows, config).choice(len(counts), size=len(rows), p=counts / counts.sum())
+    return list(np.eye(len(counts))[draws]), False
+
+
+def _shuffled_question(
+    rows: pd.DataFrame, fit: pd.DataFrame, fields: Sequence[str], config: BaselineConfig
+) -> tuple[list[np.ndarray], bool]:
+    answers = _rng(rows, config).permutation(option_index(rows, "target_code"))
+    return list(np.eye(len(rows["option_codes"].iloc[0]))[answers]), False
+
+
+def _first_question(
+    rows: pd.DataFrame, fit: pd.DataFrame, fields: Sequence[str], config: BaselineConfig
+) -> tuple[list[np.ndarray], bool]:
+    first = np.eye(len(rows["option_codes"].iloc[0]))[0]
+    return [first] * len(rows), False
+
+
+def _rng(rows: pd.DataFrame, config: BaselineConfig) -> np.random.Generator:
+    """A generator of its own per question: the seed and a stable hash of the question id."""
+    question = str(rows["question_id"].iloc[0]).encode("utf-8")
+    return np.random.default_rng([config.seed, zlib.crc32(question)])
 
 
 def _counts(fit: pd.DataFrame) -> np.ndarray:

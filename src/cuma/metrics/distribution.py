@@ -36,6 +36,14 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sqrt(max(divergence, 0.0)))
 
 
+def js_distances(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """`js_distance` along the last axis of two arrays of distributions (each already summing to 1)."""
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    m = (p + q) / 2
+    divergence = (rel_entr(p, m).sum(axis=-1) + rel_entr(q, m).sum(axis=-1)) / (2 * np.log(2))
+    return np.sqrt(np.maximum(divergence, 0.0))
+
+
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:
     """Half the L1 distance: the largest difference in probability the two give any set of options."""
     return float(0.5 * np.abs(np.asarray(p, dtype=float) - np.asarray(q, dtype=float)).sum())

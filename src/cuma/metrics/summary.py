@@ -11,6 +11,7 @@ from cuma.metrics.classification import accuracy, macro_f1, macro_group_accuracy
 from cuma.metrics.collapse import collapse_summary
 from cuma.metrics.distribution import distribution_summary, distribution_table
 from cuma.metrics.emd import argmax_emd, emd_summary
+from cuma.metrics.proper import answer_scores
 
 
 def summarize(
@@ -28,17 +29,22 @@ def summarize(
         min_count: smallest group (in answers) that sigma-inequity and the group metrics use.
 
     Returns:
-        Flat keys. Keys with ``argmax`` come from argmax answers, keys with ``prob`` from option
-        probabilities. ``wvb_argmax_emd_*`` is the WorldValuesBench EMD over every question (mean,
+        Flat keys. ``log_loss`` (natural log, probabilities clipped at `cuma.metrics.proper.EPS`),
+        ``brier`` (sum over options, 0..2) and ``accuracy`` score each respondent's own answer (these
+        proper scores lead the report). Keys with ``argmax`` come from argmax answers, keys with ``prob``
+        from option probabilities. ``wvb_argmax_emd_*`` is the WorldValuesBench EMD over every question (mean,
         median, ``coverage@t``, ``auc_pct`` in the authors' units, max 60, ``auc_norm`` in 0..1);
         ``{prob,argmax}_{emd,js,tv}_mean`` compare population distributions per question and
         ``*_group_mean`` group distributions (EMD on ordinal questions only). Undefined numbers
         (e.g. sigma-inequity with one group) are None.
     """
     emd = emd_summary(argmax_emd(predictions))
+    scores = answer_scores(predictions)
     result: dict[str, float | int | None] = {
         "n_answers": len(predictions),
         "n_questions": int(predictions["question_id"].nunique()),
+        "log_loss": float(scores["log_loss"].mean()),
+        "brier": float(scores["brier"].mean()),
         "accuracy": accuracy(predictions),
         "macro_f1": macro_f1(predictions),
         "macro_acc": macro_group_accuracy(predictions, main_group) if main_group else None,
