@@ -2,7 +2,10 @@
 
 Compared side by side in one run (round-robin over implementations, median of repeats):
   base       the frozen nn.Linear alone (the floor)
-  cuma       MixtureLoRALinear + its router on [hidden ; demographic], top-k, aux loss included
+  cuma-dense MixtureLoRALinear + its router on [hidden ; demographic], top-k, aux loss included, every
+             expert computed (CuMAConfig.dispatch='dense')
+  cuma-sparse the same computing only the selected experts (dispatch='sparse'); the summary says which
+             of the two dispatch='auto' picks (cuma/adapter/dispatch.py)
   reference  reference-style layer: router on the concatenated [h ; d] input, then a Python loop over
              top-k slots x experts with boolean-mask gather/scatter (kept here only, for comparison)
   peft-lora  PEFT LoRA at the same rank (one expert, no router)
@@ -10,8 +13,9 @@ Two units are timed: one projection with its router, and a q+v pair sharing one 
 (CuMA computes it once, the reference once per projection).
 bf16 means bf16 activations and bf16 base/reference/PEFT weights; the CuMA layer keeps float32 adapter
 parameters (its training set-up) and casts them to bf16 per call. Not a test: it prints numbers.
+The load average is printed before and after: on a shared machine other work slows every row alike.
 
-    python benchmarks/layer.py [--quick] [--threads N]
+    python benchmarks/layer.py [--quick] [--threads N] [--device cuda] [--dtypes fp32]
 """
 
 from __future__ import annotations
@@ -28,9 +32,12 @@ from peft.tuners.lora import Linear as PeftLoraLinear
 from torch import nn
 
 from cuma.adapter import CuMAConfig, MixtureLoRALinear, Router, RoutingState
+from cuma.adapter.dispatch import choose_dispatch
 from cuma.adapter.router import use_routing
 
 HIDDEN, EXPERTS, TOP_K, DEMOGRAPHIC, ROUTER_HIDDEN = 2048, 8, 2, 384, 256
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+IMPLS = ("base", "cuma-dense", "cuma-sparse", "reference", "peft-lora")
 
 
 class ReferenceLoopLoRA(nn.Module):
@@ -70,24 +77,41 @@ class ReferenceLoopLoRA(nn.Module):
 Impl = tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], list[nn.Parameter]]
 
 
-def build(rank: int, dtype: torch.dtype, projections: int) -> dict[str, Impl]:
+def cuma_config(rank: int, dispatch: str = "auto") -> CuMAConfig:
+    return CuMAConfig.from_preset(
+        "cuma", rank=rank, alpha=2 * rank, demographic_input_dim=DEMOGRAPHIC, dispatch=dispatch
+    )
+
+
+def build(rank: int, dtype: torch.dtype, projections: int, device: torch.device) -> dict[str, Impl]:
     """Each implementation as (``f(x, d)``, its trainable parameters): ``projections`` adapted linears on
     the same input (q, v, ...) sharing one router, outputs summed so one backward covers them all."""
     torch.manual_seed(0)
-    bases = [nn.Linear(HIDDEN, HIDDEN).to(dtype).requires_grad_(False) for _ in range(projections)]
+    factory = {"device": device, "dtype": dtype}
+    bases = [nn.Linear(HIDDEN, HIDDEN, **factory).requires_grad_(False) for _ in range(projections)]
 
     def copy_of(base: nn.Linear) -> nn.Linear:
-        clone = nn.Linear(HIDDEN, HIDDEN).to(dtype).requires_grad_(False)
+        clone = nn.Linear(HIDDEN, HIDDEN, **factory).requires_grad_(False)
         clone.load_state_dict(base.state_dict())
         return clone
 
-    config = CuMAConfig.from_preset("cuma", rank=rank, alpha=2 * rank, demographic_input_dim=DEMOGRAPHIC)
-    routers = nn.ModuleDict({"r": Router(config, HIDDEN)})
-    cuma = [MixtureLoRALinear(copy_of(base), f"proj{i}") for i, base in enumerate(bases)]
-    for layer in cuma:
-        layer.update_layer("default", config, "r")
-        nn.init.normal_(layer.cuma_B["default"], std=0.01)
-    reference = [ReferenceLoopLoRA(copy_of(base), rank, dtype) for base in bases]
+    def run_cuma(dispatch: str) -> Impl:
+        config = cuma_config(rank, dispatch)
+        routers = nn.ModuleDict({"r": Router(config, HIDDEN)}).to(device)
+        layers = [MixtureLoRALinear(copy_of(base), f"proj{i}") for i, base in enumerate(bases)]
+        for layer in layers:
+            layer.update_layer("default", config, "r")
+            nn.init.normal_(layer.cuma_B["default"], std=0.01)
+
+        def run(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            state = RoutingState(routers, config, demographic=d)  # one per call: the router runs once
+            with use_routing(state):
+                output = sum(layer(x) for layer in layers)
+            return output + sum(state.aux_losses)  # the aux loss is part of a training step's cost
+
+        return run, trainable([routers, *layers])
+
+    reference = [ReferenceLoopLoRA(copy_of(base), rank, dtype).to(device) for base in bases]
     for layer in reference[1:]:
         layer.router = reference[0].router  # shared, but recomputed by every projection as in the reference
     peft_config = LoraConfig(r=rank, lora_alpha=2 * rank)
@@ -96,26 +120,25 @@ def build(rank: int, dtype: torch.dtype, projections: int) -> dict[str, Impl]:
         for base in bases
     ]
 
-    def run_cuma(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        state = RoutingState(routers, config, demographic=d)  # one per call: the router runs once
-        with use_routing(state):
-            output = sum(layer(x) for layer in cuma)
-        return output + sum(state.aux_losses)  # the aux loss is part of a training step's cost
-
-    def trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
-        return [p for module in modules for p in module.parameters() if p.requires_grad]
-
     return {
         "base": (lambda x, d: sum(base(x) for base in bases), []),
-        "cuma": (run_cuma, trainable([routers, *cuma])),
+        "cuma-dense": run_cuma("dense"),
+        "cuma-sparse": run_cuma("sparse"),
         "reference": (lambda x, d: sum(layer(x, d) for layer in reference), trainable(reference)),
         "peft-lora": (lambda x, d: sum(layer(x) for layer in peft), trainable(peft)),
     }
 
 
-def time_once(fn: Callable[[], object]) -> float:
+def trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
+    return [p for module in modules for p in module.parameters() if p.requires_grad]
+
+
+def time_once(fn: Callable[[], object], device: torch.device) -> float:
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    synchronize()
     start = time.perf_counter()
     fn()
+    synchronize()
     return time.perf_counter() - start
 
 
@@ -151,56 +174,71 @@ def measure(
     samples: dict[tuple[str, str], list[float]] = {key: [] for key in jobs}
     for _ in range(repeats):
         for key, job in jobs.items():
-            samples[key].append(time_once(job))
+            samples[key].append(time_once(job, x.device))
     return {key: statistics.median(times) for key, times in samples.items()}
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="1024 tokens, r=8 only, 3 repeats")
+    parser.add_argument("--quick", action="store_true", help="1024 tokens, r=8 and r=64, 3 repeats")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated, from fp32 and bf16")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    dtypes = args.dtypes.split(",")
+    unknown = sorted(set(dtypes) - set(DTYPES))
+    if unknown:
+        parser.error(f"--dtypes: unknown {unknown}; expected some of {sorted(DTYPES)}")
     torch.set_num_threads(args.threads)
     sequences, length = (2, 512) if args.quick else (8, 1024)
-    ranks = (8,) if args.quick else (8, 64)
+    ranks = (8, 64)
     repeats = args.repeats or (3 if args.quick else 5)
+    cpu = f"CPU, {torch.get_num_threads()} threads"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     print(
-        f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; in=out={HIDDEN}, N={EXPERTS}, "
-        f"k={TOP_K}, {sequences * length} tokens ({sequences}x{length}), median of {repeats}"
+        f"{where}, torch {torch.__version__}; in=out={HIDDEN}, N={EXPERTS}, k={TOP_K}, "
+        f"{sequences * length} tokens ({sequences}x{length}), median of {repeats}; {load()}"
     )
-    header = f"{'unit':<6} {'dtype':<5} {'r':>3} {'impl':<10} {'fwd ms':>9} {'fwd+bwd ms':>11} {'x base':>11}"
+    header = f"{'unit':<6} {'dtype':<5} {'r':>3} {'impl':<11} {'fwd ms':>9} {'fwd+bwd ms':>11} {'x base':>11}"
     header += f" {'ref / impl':>11}"
     print(header + "\n" + "-" * len(header))
     summary = []
     for projections, unit in ((1, "1 proj"), (2, "q+v")):
-        for dtype, label in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        for label in dtypes:
+            dtype = DTYPES[label]
             for rank in ranks:
                 torch.manual_seed(1)
-                x = torch.randn(sequences, length, HIDDEN, dtype=dtype, requires_grad=True)
-                d = torch.randn(sequences, DEMOGRAPHIC)
-                t = measure(build(rank, dtype, projections), x, d, repeats)
-                for name in ("base", "cuma", "reference", "peft-lora"):
+                x = torch.randn(sequences, length, HIDDEN, dtype=dtype, device=device, requires_grad=True)
+                d = torch.randn(sequences, DEMOGRAPHIC, device=device)
+                t = measure(build(rank, dtype, projections, device), x, d, repeats)
+                for name in IMPLS:
                     fwd, both = t[(name, "fwd")], t[(name, "fwd+bwd")]
                     vs_base = f"{fwd / t[('base', 'fwd')]:.2f}/{both / t[('base', 'fwd+bwd')]:.2f}"
                     vs_ref = f"{t[('reference', 'fwd')] / fwd:.2f}/{t[('reference', 'fwd+bwd')] / both:.2f}"
-                    row = f"{unit:<6} {label:<5} {rank:>3} {name:<10} {fwd * 1e3:>9.1f} {both * 1e3:>11.1f}"
+                    row = f"{unit:<6} {label:<5} {rank:>3} {name:<11} {fwd * 1e3:>9.1f} {both * 1e3:>11.1f}"
                     print(f"{row} {vs_base:>11} {vs_ref:>11}", flush=True)
-                summary.append((unit, label, rank, t))
+                summary.append((unit, label, rank, dtype, t))
     print(
-        "\nratios: fwd/fwd+bwd. Targets (fwd+bwd): cuma >= 3x faster than reference, <= 1.6x base at r=8 "
-        "fp32.\n"
+        f"\n{load()}\nratios: fwd/fwd+bwd. Targets (fwd+bwd, the form dispatch='auto' picks): >= 3x faster "
+        "than reference, <= 1.6x base at r=8 and <= 1.5x base at r=64 (fp32).\n"
         "No adapter can beat the frozen base linear it wraps, so reference/base bounds any speed-up."
     )
-    for unit, label, rank, t in summary:
-        speedup = t[("reference", "fwd+bwd")] / t[("cuma", "fwd+bwd")]
-        overhead = t[("cuma", "fwd+bwd")] / t[("base", "fwd+bwd")]
-        bound = t[("reference", "fwd+bwd")] / t[("base", "fwd+bwd")]
+    for unit, label, rank, dtype, t in summary:
+        auto = "cuma-" + choose_dispatch(cuma_config(rank), HIDDEN, HIDDEN, dtype)
+        speedup = t[("reference", "fwd+bwd")] / t[(auto, "fwd+bwd")]
+        overhead = t[(auto, "fwd+bwd")] / t[("base", "fwd+bwd")]
+        other = "cuma-dense" if auto == "cuma-sparse" else "cuma-sparse"
         print(
-            f"{unit} {label} r={rank}: cuma {speedup:.2f}x faster than reference (bound {bound:.2f}x), "
-            f"{overhead:.2f}x the base"
+            f"{unit} {label} r={rank}: auto picks {auto}, {overhead:.2f}x the base ({other} "
+            f"{t[(other, 'fwd+bwd')] / t[('base', 'fwd+bwd')]:.2f}x), {speedup:.2f}x faster than reference"
         )
 
 

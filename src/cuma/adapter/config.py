@@ -18,6 +18,7 @@ from cuma.adapter.registration import PEFT_NAME, _extend_peft_type
 
 ROUTINGS = ("topk", "soft", "none")
 TOP_K_WEIGHTS = ("normalize", "softmax-of-probs")
+DISPATCHES = ("auto", "dense", "sparse")
 ROUTER_INPUTS = ("hidden", "demographic")
 ENCODER_KEYS = ("name_or_path", "pooling", "max_length", "normalize", "dim")
 
@@ -74,6 +75,16 @@ class CuMAConfig(PeftConfig):
         default=False,
         metadata={
             "help": ("One down-projection A shared by all experts, each owning only its B (HydraLoRA).")
+        },
+    )
+    dispatch: Literal["auto", "dense", "sparse"] = field(
+        default="auto",
+        metadata={
+            "help": (
+                "How the layer computes its experts: 'dense' (all experts, two GEMMs), 'sparse' (only each "
+                "token's top-k, grouped by expert) or 'auto' (sparse where it is cheaper: see "
+                "cuma/adapter/dispatch.py). Changes speed only, never the result beyond float rounding."
+            )
         },
     )
     router_inputs: tuple[str, ...] = field(
@@ -250,6 +261,8 @@ class CuMAConfig(PeftConfig):
             fail("routing", f"expected one of {ROUTINGS}")
         if self.top_k_weights not in TOP_K_WEIGHTS:
             fail("top_k_weights", f"expected one of {TOP_K_WEIGHTS}")
+        if self.dispatch not in DISPATCHES:
+            fail("dispatch", f"expected one of {DISPATCHES}")
         if self.routing == "topk":
             if self.top_k is None or not 1 <= self.top_k <= self.num_experts:
                 fail("top_k", f"top-k routing needs 1 <= top_k <= num_experts ({self.num_experts})")

@@ -1,10 +1,10 @@
 """`MixtureLoRALinear`: a frozen nn.Linear plus a routed mixture of LoRA experts, fully vectorised.
 
-All experts are evaluated densely with two GEMMs, ``x @ A_all^T`` ([N*r, in]) and ``@ B_all^T``
-([out, N*r]), the gates (zero for unselected experts) scaling each expert's r columns in between.
-At LoRA ranks this costs less than the per-expert gather/scatter loop it replaces and needs no
-host-device synchronisation. With ``shared_a`` the down-projection is one [r, in] GEMM whose output
-is gate-weighted once per expert.
+The experts of each adapter are stored as one A ([N*r, in], or [r, in] with ``shared_a``) and one B
+([out, N*r]). Each call computes them either densely (all experts, two GEMMs, the gates zero outside the
+top-k) or only for each token's selected experts (grouped by expert), whichever is cheaper for the
+layer's shape: `cuma.adapter.dispatch` holds both forms and the rule. Neither needs a host-device
+synchronisation.
 
 It is a PEFT tuner layer (``BaseTunerLayer``): the weights of each adapter live in ``cuma_A`` / ``cuma_B``
 keyed by adapter name, and PEFT's enable/disable/set_adapter/delete_adapter work on it. The layer knows
@@ -21,6 +21,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from cuma.adapter.config import CuMAConfig
+from cuma.adapter.dispatch import add_dense, add_sparse, choose_dispatch
 from cuma.adapter.router import active_routing
 
 
@@ -100,14 +101,14 @@ class MixtureLoRALinear(nn.Module, BaseTunerLayer):
         flat = x.reshape(-1, self.in_features)
         result = self.base_layer(flat)
         dtype = result.dtype
-        lora_a, lora_b = self.cuma_A[adapter], self.cuma_B[adapter]
-        down = self.cuma_dropout[adapter](flat).to(dtype) @ lora_a.to(dtype).t()  # [T, N*r] ([T, r] shared)
-        if gates is not None:
-            rank, experts = config.rank, config.num_experts
-            g = gates.to(dtype).expand(*x.shape[:-1], experts).reshape(-1, experts, 1)
-            per_expert = down.unsqueeze(1) if config.shared_a else down.view(-1, experts, rank)
-            down = (g * per_expert).reshape(-1, experts * rank)
-        result.addmm_(down, lora_b.to(dtype).t(), alpha=config.scaling)
+        lora_a, lora_b = self.cuma_A[adapter].to(dtype), self.cuma_B[adapter].to(dtype)
+        inputs = self.cuma_dropout[adapter](flat).to(dtype)
+        if gates is None:
+            add_dense(result, inputs, lora_a, lora_b, None, config)
+        else:
+            gates = gates.to(dtype).expand(*x.shape[:-1], config.num_experts).reshape(-1, config.num_experts)
+            form = choose_dispatch(config, self.in_features, self.out_features, dtype)
+            (add_sparse if form == "sparse" else add_dense)(result, inputs, lora_a, lora_b, gates, config)
         return result.view(*x.shape[:-1], self.out_features)
 
     # ------------------------------------------------------------------ merging

@@ -1,0 +1,111 @@
+"""How `MixtureLoRALinear` computes its experts: all of them densely, or only each token's top-k.
+
+``dense``: two GEMMs over every expert, ``x @ A_all^T`` ([T, N*r]) then ``@ B_all^T``, the gates (zero
+for unselected experts) scaling each expert's r columns in between. Few, large GEMMs and no data
+movement, but it computes N experts where top-k routing uses k: its adapter cost grows with ``N * r``.
+
+``sparse``: the token-expert pairs are sorted by expert, the tokens' rows gathered in that order, and
+each expert multiplies only its own slice (one ``torch.nn.functional.grouped_mm`` per projection, so no
+host-device synchronisation); the results are added back with ``index_add_``. Its adapter cost grows with
+``k * r`` plus a gather and a scatter of ``k`` rows per token, which at small ranks costs more than the
+experts it saves.
+
+`choose_dispatch` picks by that cost model: sparse when the dense form's extra expert columns,
+``(N - k) * r``, reach `SPARSE_MIN_SAVED_COLUMNS` (measured on CPU fp32, see benchmarks/layer.py:
+8 experts, top-2, r=64 saves 384 columns and runs sparse; r=8 saves 48 and stays dense). Soft routing
+and plain LoRA use every expert, so they are always dense; ``CuMAConfig.dispatch`` forces either form.
+
+Both forms give the same outputs and gradients (to float rounding). Every expert's A and B rows live in one
+parameter per adapter, so an expert that no token selected still belongs to the autograd graph: its rows
+get an exact zero gradient under either form, never ``None``, and DDP needs no ``find_unused_parameters``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from cuma.adapter.config import CuMAConfig
+
+Dispatch = Literal["dense", "sparse"]
+
+SPARSE_MIN_SAVED_COLUMNS = 256
+"""Sparse pays off once it skips this many expert columns per token, ``(num_experts - top_k) * rank``:
+the gather and scatter of k rows per token cost about as much as that many columns of the two GEMMs."""
+
+
+def row_alignment(dtype: torch.dtype) -> int:
+    """``grouped_mm`` needs every row of its operands to start on a 16-byte boundary: sizes must be
+    multiples of this many elements."""
+    return 16 // torch.empty((), dtype=dtype).element_size()
+
+
+def choose_dispatch(config: CuMAConfig, in_features: int, out_features: int, dtype: torch.dtype) -> Dispatch:
+    """The form one call of a layer uses (see the module docstring for the rule)."""
+    sparse_possible = config.routing == "topk" and config.top_k < config.num_experts
+    fits = all(size % row_alignment(dtype) == 0 for size in (config.rank, in_features, out_features))
+    if config.dispatch == "dense":
+        return "dense"
+    if config.dispatch == "sparse":
+        if not sparse_possible:
+            raise ValueError(
+                f"CuMAConfig.dispatch='sparse' needs top-k routing with top_k < num_experts, got "
+                f"routing={config.routing!r}, top_k={config.top_k}, num_experts={config.num_experts}"
+            )
+        if not fits:
+            raise ValueError(
+                f"CuMAConfig.dispatch='sparse' needs rank ({config.rank}), in_features ({in_features}) and "
+                f"out_features ({out_features}) to be multiples of {row_alignment(dtype)} "
+                f"for {dtype} (torch.nn.functional.grouped_mm's 16-byte rows); use dispatch='auto' or 'dense'"
+            )
+        return "sparse"
+    saved = (config.num_experts - (config.top_k or config.num_experts)) * config.rank
+    return "sparse" if sparse_possible and fits and saved >= SPARSE_MIN_SAVED_COLUMNS else "dense"
+
+
+def add_dense(
+    result: torch.Tensor,
+    x: torch.Tensor,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    gates: torch.Tensor | None,
+    config: CuMAConfig,
+) -> torch.Tensor:
+    """``result += scaling * sum_e g_e B_e A_e x`` over all experts; x [T, in], gates [T, N] or None."""
+    down = x @ lora_a.t()  # [T, N*r] ([T, r] with shared_a)
+    if gates is not None:
+        experts, rank = config.num_experts, config.rank
+        per_expert = down.unsqueeze(1) if config.shared_a else down.view(-1, experts, rank)
+        down = (gates.unsqueeze(-1) * per_expert).reshape(-1, experts * rank)
+    return result.addmm_(down, lora_b.t(), alpha=config.scaling)
+
+
+def add_sparse(
+    result: torch.Tensor,
+    x: torch.Tensor,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    gates: torch.Tensor,
+    config: CuMAConfig,
+) -> torch.Tensor:
+    """The same sum over each token's top-k experts only; x [T, in], gates [T, N] (zero outside the top-k).
+
+    The experts are re-read from the gates' top-k: where a selected gate underflowed to zero another
+    zero-gate expert may stand in, which changes no output and no gradient (both are scaled by that zero).
+    """
+    experts, rank, k = config.num_experts, config.rank, config.top_k
+    weights, chosen = gates.topk(k, dim=-1)  # [T, k]
+    order = chosen.flatten().argsort(stable=True)  # token-expert pairs grouped by expert
+    token = order.div(k, rounding_mode="floor")
+    offsets = torch.bincount(chosen.flatten(), minlength=experts).cumsum(0).to(torch.int32)
+    weights = weights.flatten()[order].unsqueeze(-1)
+    if config.shared_a:
+        down = (x @ lora_a.t()).index_select(0, token)  # one A: project once, then gather [T*k, r]
+    else:
+        a_t = lora_a.view(experts, rank, -1).transpose(1, 2)  # [N, in, r]
+        down = F.grouped_mm(x.index_select(0, token), a_t, offs=offsets)
+    b_t = lora_b.view(-1, experts, rank).permute(1, 2, 0)  # [N, r, out]
+    up = F.grouped_mm(down * weights, b_t, offs=offsets)  # [T*k, out]
+    return result.index_add_(0, token, up, alpha=config.scaling)
