@@ -36,33 +36,45 @@ SPARSE_MIN_SAVED_COLUMNS = 256
 the gather and scatter of k rows per token cost about as much as that many columns of the two GEMMs."""
 
 
+GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+"""The dtypes ``torch.nn.functional.grouped_mm`` multiplies (float64 layers are always dense)."""
+
+
 def row_alignment(dtype: torch.dtype) -> int:
     """``grouped_mm`` needs every row of its operands to start on a 16-byte boundary: sizes must be
     multiples of this many elements."""
     return 16 // torch.empty((), dtype=dtype).element_size()
 
 
-def choose_dispatch(config: CuMAConfig, in_features: int, out_features: int, dtype: torch.dtype) -> Dispatch:
-    """The form one call of a layer uses (see the module docstring for the rule)."""
+def grouped_mm_fits(config: CuMAConfig, in_features: int, out_features: int, dtype: torch.dtype) -> bool:
+    sizes = (config.rank, in_features, out_features)
+    return dtype in GROUPED_MM_DTYPES and all(size % row_alignment(dtype) == 0 for size in sizes)
+
+
+def choose_dispatch(
+    config: CuMAConfig, in_features: int, out_features: int, dtype: torch.dtype, layer: str = "layer"
+) -> Dispatch:
+    """The form a call of ``layer`` uses (the rule is in the module docstring)."""
     sparse_possible = config.routing == "topk" and config.top_k < config.num_experts
-    fits = all(size % row_alignment(dtype) == 0 for size in (config.rank, in_features, out_features))
-    if config.dispatch == "dense":
-        return "dense"
+    fits = grouped_mm_fits(config, in_features, out_features, dtype)
     if config.dispatch == "sparse":
         if not sparse_possible:
             raise ValueError(
-                f"CuMAConfig.dispatch='sparse' needs top-k routing with top_k < num_experts, got "
+                f"{layer}: CuMAConfig.dispatch='sparse' needs top-k routing with top_k < num_experts, got "
                 f"routing={config.routing!r}, top_k={config.top_k}, num_experts={config.num_experts}"
             )
         if not fits:
             raise ValueError(
-                f"CuMAConfig.dispatch='sparse' needs rank ({config.rank}), in_features ({in_features}) and "
-                f"out_features ({out_features}) to be multiples of {row_alignment(dtype)} "
-                f"for {dtype} (torch.nn.functional.grouped_mm's 16-byte rows); use dispatch='auto' or 'dense'"
+                f"{layer}: CuMAConfig.dispatch='sparse' needs a dtype among {GROUPED_MM_DTYPES} (got "
+                f"{dtype}) and rank ({config.rank}), in_features ({in_features}) and out_features "
+                f"({out_features}) that are multiples of 16 bytes (torch.nn.functional.grouped_mm's rows); "
+                "use dispatch='auto' or 'dense'"
             )
         return "sparse"
-    saved = (config.num_experts - (config.top_k or config.num_experts)) * config.rank
-    return "sparse" if sparse_possible and fits and saved >= SPARSE_MIN_SAVED_COLUMNS else "dense"
+    if config.dispatch == "dense" or not (sparse_possible and fits):
+        return "dense"
+    saved = (config.num_experts - config.top_k) * config.rank
+    return "sparse" if saved >= SPARSE_MIN_SAVED_COLUMNS else "dense"
 
 
 def add_dense(
