@@ -17,7 +17,7 @@ def test_table_cells_show_mean_and_spread_and_dashes_for_undefined():
         method_run("lora", 1, 0.5),
     ]
     table = results_table(runs)
-    column = {col.key: i + 1 for i, col in enumerate(TABLE_COLUMNS)}
+    column = {col.name: i + 1 for i, col in enumerate(TABLE_COLUMNS)}
     cuma, lora = table.rows
     assert cuma[0] == "cuma" and cuma[column["test.accuracy"]] == "0.500 ± 0.141"
     assert cuma[column["test.sigma_inequity"]] == "—"

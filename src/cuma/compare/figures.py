@@ -13,6 +13,14 @@ from cuma.compare.results import Figure, Topology
 from cuma.data.experiment import EVAL_SPLITS, SPLITS
 from cuma.evaluation.topology import RoutingTrace, expert_usage, group_projection, usage_matrix
 from cuma.metrics import THRESHOLDS, argmax_emd, emd_coverage, entropy_table, group_accuracy_table
+from cuma.metrics.evidence import Evidence
+from cuma.reference_baselines import CALIBRATION_BASELINES
+
+DIFFERENCE_PANELS = {
+    "accuracy": "accuracy difference (higher is better)",
+    "log_loss": "log-loss difference (lower is better)",
+}
+"""The metrics of the difference figure, and their panel titles."""
 
 MIN_GROUP_ANSWERS = 5
 """Smallest group (in answers) drawn in the per-group and routing figures, as in sigma-inequity."""
@@ -24,13 +32,27 @@ def make_figures(
     routing: Mapping[str, RoutingTrace],
     main_group: str,
     seed: int,
+    evidence: Evidence | None = None,
 ) -> tuple[list[Figure], dict[str, Topology]]:
-    """Write every figure under ``out/figures``; return them, and each routed method's topology."""
+    """Write every figure under ``out/figures``; return them, and each routed method's topology.
+
+    With ``evidence`` the first figures are each method's paired accuracy and log-loss difference
+    against each baseline on the test split, with their intervals (`difference_panels`).
+    """
     folder = out / "figures"
     figures: list[Figure] = []
 
     def add(title: str, path: Path) -> None:
         figures.append(Figure(title, path.relative_to(out).as_posix()))
+
+    if evidence is not None and "test" in evidence.splits:
+        for baseline in evidence.splits["test"].differences:
+            title = (
+                f"Paired difference vs {baseline}, {SPLITS['test']}, with {evidence.confidence:.0%} "
+                "bootstrap intervals (faded: the interval includes 0; calibration rows in the table only)"
+            )
+            panels = difference_panels(evidence, "test", baseline)
+            add(title, plots.difference_forest(panels, folder / f"differences-vs-{baseline}.png", title))
 
     for split in EVAL_SPLITS:
         curves = {
@@ -75,3 +97,28 @@ def make_figures(
             explained_variance=projection.attrs["explained"],
         )
     return figures, topology
+
+
+def difference_panels(evidence: Evidence, split: str, baseline: str) -> dict[str, pd.DataFrame]:
+    """Panel title -> rows ``method, estimate, low, high, excludes_zero`` of the methods' differences.
+
+    The calibration rows are left out: their one-hot log-losses (about 36 per miss) would set the scale.
+    """
+    methods = evidence.splits[split].differences[baseline]
+    return {
+        f"{title} vs {baseline}": pd.DataFrame.from_records(
+            [
+                {
+                    "method": method,
+                    "estimate": diffs[metric].estimate,
+                    "low": diffs[metric].low,
+                    "high": diffs[metric].high,
+                    "excludes_zero": diffs[metric].excludes_zero,
+                }
+                for method, diffs in methods.items()
+                if diffs[metric].estimate is not None and method not in CALIBRATION_BASELINES
+            ],
+            columns=["method", "estimate", "low", "high", "excludes_zero"],
+        )
+        for metric, title in DIFFERENCE_PANELS.items()
+    }

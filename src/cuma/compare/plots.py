@@ -73,6 +73,32 @@ def entropy_scatter(tables: Mapping[str, pd.DataFrame], path: Path, title: str) 
     return _save(fig, path)
 
 
+def difference_forest(panels: Mapping[str, pd.DataFrame], path: Path, title: str) -> Path:
+    """One panel per metric: each method's paired difference as a dot with its interval as a bar.
+
+    ``panels`` maps a panel title to rows ``method, estimate, low, high, excludes_zero``; intervals that
+    exclude 0 are drawn solid, the others faded, around a dashed line at 0.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.35 * _longest(panels) + 1.6))
+    for ax, (name, rows) in zip(np.atleast_1d(axes), panels.items(), strict=True):
+        y = np.arange(len(rows))[::-1]
+        for position, row in zip(y, rows.itertuples(), strict=True):
+            alpha = 1.0 if row.excludes_zero else 0.35
+            if row.low is not None and row.high is not None:
+                ax.plot([row.low, row.high], [position, position], color="C0", alpha=alpha, linewidth=2)
+            ax.plot([row.estimate], [position], "o", color="C0", alpha=alpha)
+        ax.axvline(0, color="grey", linestyle="--", linewidth=1)
+        ax.set_yticks(y, [_text(method) for method in rows["method"]], fontsize=8)
+        ax.set(title=_wrap(name, 40))
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(_wrap(title, 80))
+    return _save(fig, path)
+
+
+def _longest(panels: Mapping[str, pd.DataFrame]) -> int:
+    return max((len(rows) for rows in panels.values()), default=1)
+
+
 def routing_heatmap(matrix: pd.DataFrame, path: Path, title: str) -> Path:
     """Groups x experts mean routing weight."""
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * matrix.shape[1] + 3), max(3, 0.28 * matrix.shape[0] + 1)))

@@ -1,10 +1,13 @@
 """A comparison's results as typed records, and the one place that writes and reads results.json.
 
 `MethodRun` is one method and seed (its settings, sizes, timings and metrics per split); `ComparisonResults`
-is the whole report: what ran, on which data and machine, every run, the routing topology, the figures
-and the paper-style table. `ComparisonResults.to_json` / `from_json` (and `read` for a file) are the only
-code that turns them into results.json and back (`cuma.compare.report` writes the text with the other
-report files); the report, the CLI and the tests read the typed objects.
+is the whole report: what ran, on which data and machine, every run, the routing topology, the figures,
+the paper-style table and the evidence behind its intervals (`cuma.metrics.evidence.Evidence`: every
+table metric with its paired-bootstrap interval, the differences against dense LoRA and the majority
+with their tests, the proper-score gains over the references, the noise floors).
+`ComparisonResults.to_json` / `from_json` (and `read` for a file) are the only code that turns them into
+results.json and back (`cuma.compare.report` writes the text with the other report files); the report,
+the CLI and the tests read the typed objects.
 
 The file keeps every field under its own name, plus ``aggregate`` (per method: mean and sample std over
 seeds of every run number, `aggregate`), which is derived from ``runs`` and so recomputed when a file is
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from cuma.config import ExperimentConfig
+from cuma.metrics.evidence import Difference, Evidence, Interval, NoiseFloor, SplitEvidence
 
 RESULTS_FILE = "results.json"
 """The results' file name in a report directory."""
@@ -197,7 +201,9 @@ class ComparisonResults:
         runs: every method and seed, in run order.
         topology: routed method -> its routing topology.
         figures: the report's figures, in report order.
-        table: the paper-style table (`cuma.compare.report.build_table` of `aggregate`).
+        table: the paper-style table (`cuma.compare.report.build_table` of `aggregate` and ``evidence``).
+        evidence: intervals, paired differences, tests and noise floors; None in a report written
+            without them (the table then shows mean ± std over seeds).
     """
 
     title: str
@@ -213,6 +219,7 @@ class ComparisonResults:
     topology: dict[str, Topology]
     figures: list[Figure]
     table: ResultsTable
+    evidence: Evidence | None = None
 
     def aggregate(self) -> dict[str, MethodSummary]:
         return aggregate(self.runs)
@@ -245,6 +252,7 @@ class ComparisonResults:
             },
             figures=lambda value, where: [_build(Figure, v, w) for v, w in _items(value, where)],
             table=lambda value, where: _build(ResultsTable, value, where),
+            evidence=lambda value, where: None if value is None else _evidence(value, where),
         )
 
     @classmethod
@@ -291,6 +299,29 @@ def _build(cls: type, raw: Any, where: str, **convert: Callable[[Any, str], Any]
     if problems:
         raise ValueError(f"{where}: the {cls.__name__} entry {', '.join(problems)}")
     return cls(**{key: convert[key](v, f"{where}.{key}") if key in convert else v for key, v in raw.items()})
+
+
+def _evidence(raw: Any, where: str) -> Evidence:
+    def split(value: Any, at: str) -> SplitEvidence:
+        return _build(
+            SplitEvidence,
+            value,
+            at,
+            values=lambda v, w: _nested(v, w, 2, Interval),
+            differences=lambda v, w: _nested(v, w, 3, Difference),
+            gains=lambda v, w: _nested(v, w, 3, Difference),
+            floors=lambda v, w: _nested(v, w, 1, NoiseFloor),
+        )
+
+    return _build(Evidence, raw, where, splits=lambda value, at: _nested(value, at, 1, split))
+
+
+def _nested(value: Any, where: str, depth: int, leaf: type | Callable[[Any, str], Any]) -> Any:
+    """``depth`` levels of objects keyed by name whose leaves are ``leaf`` entries (a dataclass, or a
+    function of the raw value and its key path)."""
+    if depth == 0:
+        return leaf(value, where) if not isinstance(leaf, type) else _build(leaf, value, where)
+    return {key: _nested(v, f"{where}.{key}", depth - 1, leaf) for key, v in _entries(value, where)}
 
 
 def _items(value: Any, where: str) -> list[tuple[Any, str]]:

@@ -86,11 +86,14 @@ class RespondentTotals:
         matrix: sparse [respondents, features] sums, rows in the order of the ``respondents`` given.
         layout: what the feature columns are.
         min_count: smallest group (in answers) of sigma-inequity and group JS, as in `summarize`.
+        scores: `cuma.metrics.proper.answer_scores` of the frame, indexed by (respondent_id, question_id),
+            for the paired tests.
     """
 
     matrix: sparse.csr_matrix
     layout: _Layout
     min_count: int
+    scores: pd.DataFrame
 
     @classmethod
     def build(
@@ -128,7 +131,8 @@ class RespondentTotals:
             ordinal=np.array([block.ordinal for block in blocks]),
         )
         at = layout.offsets()
-        scores = answer_scores(frame).to_numpy()
+        per_answer = answer_scores(frame)
+        scores = per_answer.to_numpy()
         rows: list[np.ndarray] = []
         cols: list[np.ndarray] = []
         vals: list[np.ndarray] = []
@@ -174,7 +178,8 @@ class RespondentTotals:
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
             shape=(len(respondents), at["end"]),
         ).tocsr()
-        return cls(matrix, layout, min_count)
+        per_answer.index = pd.MultiIndex.from_frame(frame[["respondent_id", "question_id"]].astype(str))
+        return cls(matrix, layout, min_count, per_answer)
 
     def metrics(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         """Every metric of `REPLICATED_METRICS` for each row of ``weights`` [replicates, respondents]."""
