@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +16,7 @@ from cuma.data.embeddings import attach_embeddings
 from cuma.data.examples import build_examples
 from cuma.data.profiles import Profile
 from cuma.data.survey import Question, Survey, answers_frame
+from cuma.evaluation import cli as interference_cli
 from cuma.evaluation.interference import ALL_WEIGHTS, gradient_interference
 from cuma.evaluation.interference_plot import plot_interference
 from cuma.methods import build_method
@@ -123,3 +128,17 @@ def test_bad_requests_are_clear_errors():
     cuma = build_method("cuma", tiny_model(), ExperimentConfig(), encoder=RandomProfileEncoder(ENCODER_DIM))
     with pytest.raises(ValueError, match="encode the examples' profiles first"):
         gradient_interference(cuma, tokenizer, examples, "party")
+
+
+def test_the_command_prints_the_cosines_and_writes_the_figure_and_json(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    interference_cli.configure(parser)
+    config = Path(__file__).resolve().parents[1] / "configs" / "gss-cuma.yaml"
+    argv = ["--config", str(config), "--method", "lora", "--field", "race", "--quick", "--per-group", "2"]
+    args = parser.parse_args([*argv, "--out", str(tmp_path), "data.n_train=60", "data.n_test=20"])
+    args.func(args)
+    printed = capsys.readouterr().out
+    assert "lora: gradient cosines by race" in printed and "mean off-diagonal cosine" in printed
+    saved = json.loads((tmp_path / "lora-race.json").read_text())
+    assert saved["field"] == "race" and set(saved["groups"]) <= {"white", "black", "other"}
+    assert (tmp_path / "lora-race.png").stat().st_size > 0

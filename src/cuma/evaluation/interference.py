@@ -160,12 +160,11 @@ def gradient_interference(
             "(ComparisonData.with_embeddings or cuma.data.embeddings.attach_embeddings)"
         )
     tensors = _lora_tensors(prepared)
+    weights = [t for _, t in tensors]
     collator = SFTCollator(tokenizer, max_length=max_length)
-    with _measuring(prepared, [t for _, t in tensors]):
+    with _measuring(prepared, weights):
         gradients = {
-            group: _mean_gradient(
-                prepared, [t for _, t in tensors], collator, rows, batch_size, f"{field}={group}"
-            )
+            group: _mean_gradient(prepared, weights, collator, rows, batch_size, f"{field}={group}")
             for group, rows in samples.items()
         }
     groups = list(samples)
