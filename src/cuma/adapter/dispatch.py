@@ -117,7 +117,40 @@ def add_sparse(
         down = (x @ lora_a.t()).index_select(0, token)  # one A: project once, then gather [T*k, r]
     else:
         a_t = lora_a.view(experts, rank, -1).transpose(1, 2)  # [N, in, r]
-        down = F.grouped_mm(x.index_select(0, token), a_t, offs=offsets)
+        down = GatheredGroupedMM.apply(x, token, a_t, offsets)
     b_t = lora_b.view(-1, experts, rank).permute(1, 2, 0)  # [N, r, out]
     up = F.grouped_mm(down * weights, b_t, offs=offsets)  # [T*k, out]
     return result.index_add_(0, token, up, alpha=config.scaling)
+
+
+class GatheredGroupedMM(torch.autograd.Function):
+    """``grouped_mm(x[rows], weight, offs)`` that saves ``x`` for backward, not its gathered copy.
+
+    The copy has k rows per token (k times the layer input, which the rest of the graph already keeps);
+    backward gathers it again, which costs less than holding it from forward to backward.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x: torch.Tensor,
+        rows: torch.Tensor,
+        weight: torch.Tensor,
+        offsets: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, rows, weight, offsets)
+        return F.grouped_mm(x.index_select(0, rows), weight, offs=offsets)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, None, torch.Tensor | None, None]:
+        x, rows, weight, offsets = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_rows = F.grouped_mm(grad, weight.transpose(1, 2), offs=offsets)
+            grad_x = torch.zeros_like(x).index_add_(0, rows, grad_rows)
+        if ctx.needs_input_grad[2]:
+            grad_weight = F.grouped_mm(x.index_select(0, rows).t(), grad, offs=offsets)
+        return grad_x, None, grad_weight, None
