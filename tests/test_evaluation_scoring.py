@@ -152,7 +152,7 @@ def test_only_the_answer_position_is_projected_and_batches_run_longest_first():
         lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
     )
     model.lm_head.register_forward_pre_hook(lambda module, args: projected.append(tuple(args[0].shape[:2])))
-    score_examples(model, tokenizer, examples, batch_size=3)
+    score_examples(model, tokenizer, examples, batch_size=3, reuse_prefix=False)
     lengths = sorted((len(render_prompt(tokenizer, ex.prompt_messages)) for ex in examples), reverse=True)
     assert widths == [lengths[0], lengths[3], lengths[6]]  # each batch as wide as its longest prompt
     assert projected == [(3, 1), (3, 1), (1, 1)]

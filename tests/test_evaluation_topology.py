@@ -28,7 +28,8 @@ N_EXPERTS = 4
 
 class FakeRouted(nn.Module):
     """A tiny LM whose "router" sends the token at real position p wholly to expert ``p % 4`` (layer a)
-    or ``(p + 1) % 4`` (layer b), recorded like ``CuMAModel.record_routing``."""
+    or ``(p + 1) % 4`` (layer b), recorded like ``CuMAModel.record_routing``: for the call's input
+    tokens, which a call on a cached prompt prefix has fewer of than its attention mask has columns."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,7 +38,7 @@ class FakeRouted(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, **kwargs):
         if self._recorder is not None:
-            position = attention_mask.cumsum(dim=1) - 1
+            position = (attention_mask.cumsum(dim=1) - 1)[:, -input_ids.shape[1] :]
             self._recorder.weights = {
                 "layers.0.a": nn.functional.one_hot(position % N_EXPERTS, N_EXPERTS).float(),
                 "layers.1.b": nn.functional.one_hot((position + 1) % N_EXPERTS, N_EXPERTS).float(),

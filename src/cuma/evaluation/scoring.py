@@ -10,18 +10,33 @@ attention mask (a padded row sees exactly the positions it would see alone), the
 option letters' token ids and the demographic vectors. Reading the answer position of every row, not the
 last column of a batch whatever its padding, differs from the authors' code; see docs/design.md.
 
+Two things cut the work without changing a probability beyond float rounding. Prompts are batched by
+length (longest first, the predictions keep the examples' order), so little padding is computed. And
+prompts that share their first tokens and their demographic vector (a respondent's questions share
+the profile in the system prompt; without a persona, every prompt shares the system prompt) run that
+shared *prefix* once: its key/value cache is reused by each prompt's remaining tokens. This is exact
+for a causal LM, and for a CuMA adapter too, whose routing is per token from that token's hidden state
+and the row's profile vector, so a prefix token never depends on the tokens after it. It is skipped,
+and the reason recorded, for prefix tuning (which feeds its own prefix through the cache), for routing
+averaged over the whole prompt, and for a model that does not fill a plain key/value cache.
+
 The model is called the way the trainer calls a method, ``model(input_ids, attention_mask,
 demographic_embeds=..., position_ids=..., logits_to_keep=...)``: a `cuma.methods.PreparedModel` as it
 is, any other causal LM (a bare Hugging Face model, a PEFT or CuMA model: the server's and the tests')
 through `method_call`, which maps that call onto Hugging Face's keywords. Accepting either keeps one
 scoring path for the comparison, the server and the tests without making every caller build a
-`PreparedModel` (which needs a method spec and a base identity that a bare model does not have).
+`PreparedModel` (which needs a method spec and a base identity that a bare model does not have). The
+prefix pass needs a ``cache`` argument that the `PreparedModel` call does not have, so it calls the
+model the `PreparedModel` wraps the same way (`cache_call`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
@@ -30,12 +45,68 @@ import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
-from cuma.data.collate import PromptCollator, answer_positions_from_mask, position_ids_from_mask
+from cuma.data.collate import (
+    EncodedPrompt,
+    PromptCollator,
+    answer_positions_from_mask,
+    pad_token_rows,
+    position_ids_from_mask,
+)
 from cuma.data.examples import SurveyExample, examples_frame
 from cuma.evaluation.topology import RoutingCollector
 from cuma.methods import PreparedModel
 from cuma.metrics import make_predictions
+from cuma.precision import resolve_precision
+
+MIN_SHARED_PREFIX = 8
+"""Fewest shared prompt tokens worth a prefix pass of their own."""
+SCORING_ATTR = "scoring"
+"""Key of the `ScoringRecord` (as a dict) in the predictions' ``DataFrame.attrs``."""
+
+logger = logging.getLogger("cuma.evaluation")
+
+
+@dataclass(frozen=True)
+class PrefixGroup:
+    """Prompts that share their first ``length`` tokens and their demographic vector: one prefix pass.
+
+    Attributes:
+        length: shared tokens, always fewer than the shortest prompt's (its answer position stays out).
+        rows: the prompts' indices in the scored examples.
+    """
+
+    length: int
+    rows: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ScoringRecord:
+    """How one `score_examples` call ran, for the report (``predictions.attrs["scoring"]``).
+
+    Attributes:
+        precision: the precision scored in (`cuma.precision.resolve_precision` of ``eval.precision``).
+        precision_reason: why.
+        prefix_cache: whether shared prompt prefixes were run once and their key/value cache reused.
+        prefix_reason: why (or why not).
+        cached_prompts: prompts scored on a reused prefix.
+        prompt_tokens: tokens of all prompts.
+        computed_tokens: tokens run through the model (prompt tokens minus the reused prefixes').
+    """
+
+    precision: str
+    precision_reason: str
+    prefix_cache: bool
+    prefix_reason: str
+    cached_prompts: int
+    prompt_tokens: int
+    computed_tokens: int
+
+
+class CacheUnavailable(Exception):
+    """The model cannot reuse a prefix's key/value cache; scoring falls back to one pass per prompt."""
 
 
 def score_examples(
@@ -47,11 +118,13 @@ def score_examples(
     max_length: int | None = None,
     batch_size: int = 32,
     padding_side: str = "left",
-    precision: str = "fp32",
+    precision: str = "auto",
     routing: RoutingCollector | None = None,
+    reuse_prefix: bool = True,
     desc: str = "scoring",
 ) -> pd.DataFrame:
-    """Score every example and return the predictions DataFrame (`cuma.metrics.frame.PREDICTIONS_SCHEMA`).
+    """Score every example and return the predictions DataFrame (`cuma.metrics.frame.PREDICTIONS_SCHEMA`),
+    with how it ran in ``attrs["scoring"]`` (a `ScoringRecord` as a dict).
 
     Every prompt is rendered and checked before the first forward pass, then batched longest first:
     similar lengths share a batch (less padding) and memory peaks on the first batch.
@@ -64,9 +137,11 @@ def score_examples(
             ``demographic_embeds``; every example must have one.
         max_length: a longer prompt is an error instead of a silent truncation.
         padding_side: ``"left"`` or ``"right"``; both give the same numbers.
-        precision: ``fp32``, or ``bf16`` for bf16 autocast (`cuma.config.Precision`).
-        routing: when given, each batch runs under ``model.record_routing()`` and the recorded
-            weights are added to it.
+        precision: ``auto`` (fp32), ``fp32``, or ``bf16`` for bf16 autocast (`cuma.precision`).
+        routing: when given, the answer positions' routing weights of each batch are recorded (under
+            ``model.record_routing()``) and added to it.
+        reuse_prefix: run each shared prompt prefix once and reuse its key/value cache (see the module
+            docstring); the probabilities are those of plain scoring up to float rounding.
         desc: the progress bar's label.
     """
     if not examples:
@@ -80,28 +155,180 @@ def score_examples(
             raise ValueError(
                 f"respondent {ex.respondent_id!r}, question {ex.question_id!r}: no option letters to score"
             )
-    call = method_call(model)
     device = next(model.parameters()).device
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].input_ids))
+    resolved = resolve_precision(precision, "eval", device.type)
+    cached = cache_call(model)
+    reason = _prefix_obstacle(model, cached, routing, reuse_prefix)
+    groups = [] if reason else plan_prefix_groups(rows, use_embeddings)
     probs: list[np.ndarray | None] = [None] * len(rows)
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(rows), desc=desc, unit="q", leave=False) as bar:
-            for chunk in _chunks(order, batch_size):
-                batch = collator.collate([rows[i] for i in chunk])
-                recorder = model.record_routing() if routing is not None else contextlib.nullcontext()
-                with recorder as rec:
-                    logits = _forward_answers(call, _tensors_to(batch, device), precision)
-                if routing is not None:
-                    routing.add(chunk, rec.weights, batch["attention_mask"], batch["answer_positions"])
-                for i, letters in enumerate(batch["option_token_ids"]):
-                    picked = logits[i, torch.as_tensor(letters, device=logits.device)]
-                    probs[chunk[i]] = torch.softmax(picked.float(), dim=-1).cpu().numpy()
-                bar.update(len(chunk))
+        with (
+            torch.inference_mode(),
+            _autocast(device, resolved.name),
+            tqdm(total=len(rows), desc=desc, unit="q", leave=False) as bar,
+        ):
+            if groups:
+                try:
+                    _score_on_prefixes(cached, model, collator, rows, groups, batch_size, routing, probs, bar)
+                except CacheUnavailable as error:
+                    groups, reason = [], str(error)
+            plain = [i for i, p in enumerate(probs) if p is None]
+            _score_plain(method_call(model), model, collator, rows, plain, batch_size, routing, probs, bar)
     finally:
         model.train(was_training)
-    return make_predictions(examples_frame(examples), probs)
+    record = _record(resolved, rows, groups, reason)
+    logger.info("%s: %s", desc, record)
+    frame = make_predictions(examples_frame(examples), probs)
+    frame.attrs[SCORING_ATTR] = asdict(record)
+    return frame
+
+
+def plan_prefix_groups(rows: Sequence[EncodedPrompt], use_embeddings: bool) -> list[PrefixGroup]:
+    """Groups of two or more prompts sharing at least `MIN_SHARED_PREFIX` tokens and their demographic
+    vector (when it is passed); prompts in no group are scored whole.
+
+    Among prompts with the same vector, either all share one prefix (the system prompt, without a
+    persona) or each respondent's prompts share theirs (the profile), whichever computes fewer tokens.
+    """
+    by_vector: dict[Any, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_vector[_vector_key(row.example) if use_embeddings else None].append(i)
+    groups: list[PrefixGroup] = []
+    for members in by_vector.values():
+        by_respondent: dict[Any, list[int]] = defaultdict(list)
+        for i in members:
+            by_respondent[rows[i].example.respondent_id].append(i)
+        together = _groups([members], rows)
+        apart = _groups(by_respondent.values(), rows)
+        groups += max(together, apart, key=_saved_tokens)
+    return groups
+
+
+def _groups(candidates: Any, rows: Sequence[EncodedPrompt]) -> list[PrefixGroup]:
+    found = []
+    for members in candidates:
+        length = _shared_length([rows[i].input_ids for i in members]) if len(members) > 1 else 0
+        if length >= MIN_SHARED_PREFIX:
+            found.append(PrefixGroup(length, tuple(members)))
+    return found
+
+
+def _shared_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Tokens every sequence starts with, short of the shortest one's last token (its answer position)."""
+    first = sequences[0]
+    length = min(len(s) for s in sequences) - 1
+    for other in sequences[1:]:
+        same = 0
+        while same < length and other[same] == first[same]:
+            same += 1
+        length = same
+    return length
+
+
+def _saved_tokens(groups: Sequence[PrefixGroup]) -> int:
+    return sum((len(group.rows) - 1) * group.length for group in groups)
+
+
+def _vector_key(example: Any) -> bytes:
+    return torch.as_tensor(example.embedding, dtype=torch.float32).numpy().tobytes()
+
+
+def _prefix_obstacle(
+    model: nn.Module, cached: Callable[..., Any] | None, routing: RoutingCollector | None, reuse: bool
+) -> str:
+    """Why this call cannot reuse prefixes, or "" when it can."""
+    if not reuse:
+        return "off (reuse_prefix=False)"
+    if cached is None:
+        return "prefix tuning feeds its own prefix through the key/value cache"
+    if routing is not None and routing.tokens != "answer":
+        return f"routing over tokens={routing.tokens!r} needs every prompt token's routing"
+    return ""
+
+
+def _score_plain(
+    call: Callable[..., Any],
+    model: nn.Module,
+    collator: PromptCollator,
+    rows: Sequence[EncodedPrompt],
+    todo: Sequence[int],
+    batch_size: int,
+    routing: RoutingCollector | None,
+    probs: list[np.ndarray | None],
+    bar: Any,
+) -> None:
+    """One pass per prompt over the ``todo`` rows, longest first (similar lengths share a batch)."""
+    device = next(model.parameters()).device
+    order = sorted(todo, key=lambda i: -len(rows[i].input_ids))
+    for chunk in _chunks(order, batch_size):
+        batch = _tensors_to(collator.collate([rows[i] for i in chunk]), device)
+        with _recording(model, routing) as rec:
+            logits = _forward_answers(call, batch)
+        if routing is not None:
+            routing.add(chunk, rec.weights, batch["attention_mask"], batch["answer_positions"])
+        _pick_options(logits, [rows[i] for i in chunk], chunk, probs)
+        bar.update(len(chunk))
+
+
+def _score_on_prefixes(
+    call: Callable[..., Any],
+    model: nn.Module,
+    collator: PromptCollator,
+    rows: Sequence[EncodedPrompt],
+    groups: Sequence[PrefixGroup],
+    batch_size: int,
+    routing: RoutingCollector | None,
+    probs: list[np.ndarray | None],
+    bar: Any,
+) -> None:
+    """Each group's prefix once (a batch of prefixes), then its prompts' remaining tokens on a copy of
+    that prefix's cache, right-padded, with positions continuing after the prefix."""
+    device = next(model.parameters()).device
+    pad = collator.tokenizer.pad_token_id
+    vectors = partial(_vectors, device=device) if collator.demographics else lambda examples: None
+    for chunk in _group_chunks(groups, batch_size):
+        firsts = [rows[group.rows[0]] for group in chunk]
+        prefix_ids, prefix_mask = pad_token_rows(
+            [row.input_ids[: group.length] for row, group in zip(firsts, chunk, strict=True)], pad, "right"
+        )
+        prefix_mask = prefix_mask.to(device)
+        cache = DynamicCache()
+        call(
+            prefix_ids.to(device),
+            prefix_mask,
+            demographic_embeds=vectors([row.example for row in firsts]),
+            position_ids=position_ids_from_mask(prefix_mask),
+            logits_to_keep=1,
+            cache=cache,
+        )
+        _check_cache(cache, prefix_ids.shape[1])
+        members = [(g, i) for g, group in enumerate(chunk) for i in group.rows]
+        members.sort(key=lambda m: chunk[m[0]].length - len(rows[m[1]].input_ids))  # longest rest first
+        for part in _chunks(members, batch_size):
+            index = torch.tensor([g for g, _ in part], device=device)
+            starts = torch.tensor([chunk[g].length for g, _ in part], device=device)
+            rest = [rows[i].input_ids[chunk[g].length :] for g, i in part]
+            ids, mask = (t.to(device) for t in pad_token_rows(rest, pad, "right"))
+            past = DynamicCache(
+                ddp_cache_data=[(layer.keys[index], layer.values[index]) for layer in cache.layers]
+            )
+            answers = mask.sum(dim=1) - 1
+            picked = [i for _, i in part]
+            with _recording(model, routing) as rec:
+                output = call(
+                    ids,
+                    torch.cat([prefix_mask[index], mask], dim=1),
+                    demographic_embeds=vectors([rows[i].example for i in picked]),
+                    position_ids=starts[:, None] + position_ids_from_mask(mask),
+                    logits_to_keep=answers[:, None],
+                    cache=past,
+                )
+            if routing is not None:
+                routing.add(picked, rec.weights, mask, answers)
+            _pick_options(output.logits[:, -1, :], [rows[i] for i in picked], picked, probs)
+            bar.update(len(part))
 
 
 def answer_logits(
@@ -110,7 +337,7 @@ def answer_logits(
     attention_mask: torch.Tensor,
     padding_side: str,
     demographic_embeds: torch.Tensor | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Vocabulary logits [batch, vocab] at each row's answer position, and those positions [batch].
 
@@ -124,25 +351,21 @@ def answer_logits(
         "answer_positions": answer_positions_from_mask(attention_mask, padding_side),
         "demographic_embeds": demographic_embeds,
     }
-    return _forward_answers(method_call(model), batch, precision), batch["answer_positions"]
+    resolved = resolve_precision(precision, "eval", input_ids.device.type)
+    with _autocast(input_ids.device, resolved.name):
+        return _forward_answers(method_call(model), batch), batch["answer_positions"]
 
 
-def _forward_answers(call: Callable[..., Any], batch: Mapping[str, Any], precision: str) -> torch.Tensor:
+def _forward_answers(call: Callable[..., Any], batch: Mapping[str, Any]) -> torch.Tensor:
     """One forward pass of ``call`` (the `PreparedModel` call) on a `PromptCollator` batch, projecting
     only the answer positions: logits [batch, vocab]."""
-    autocast = (
-        torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16)
-        if precision == "bf16"
-        else contextlib.nullcontext()
+    output = call(
+        batch["input_ids"],
+        batch["attention_mask"],
+        demographic_embeds=batch.get("demographic_embeds"),
+        position_ids=batch["position_ids"],
+        logits_to_keep=batch["answer_positions"][:, None],
     )
-    with autocast:
-        output = call(
-            batch["input_ids"],
-            batch["attention_mask"],
-            demographic_embeds=batch.get("demographic_embeds"),
-            position_ids=batch["position_ids"],
-            logits_to_keep=batch["answer_positions"][:, None],
-        )
     return output.logits[:, -1, :]
 
 
@@ -152,6 +375,19 @@ def method_call(model: nn.Module) -> Callable[..., Any]:
     return model if isinstance(model, PreparedModel) else partial(_hf_call, model)
 
 
+def cache_call(model: nn.Module) -> Callable[..., Any] | None:
+    """The `PreparedModel` call with a ``cache`` argument (a `DynamicCache` it fills), or None for prefix
+    tuning, whose virtual tokens travel in that cache. A `PreparedModel`'s wrapped model is called the
+    way `PreparedModel.forward` calls it."""
+    inner = model.model if isinstance(model, PreparedModel) else model
+    if isinstance(model, PreparedModel) and model.spec.kind == "prefix":
+        return None
+    peft_config = getattr(inner, "peft_config", None)
+    if peft_config and any(config.is_prompt_learning for config in peft_config.values()):
+        return None
+    return partial(_hf_call, inner)
+
+
 def _hf_call(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -159,17 +395,89 @@ def _hf_call(
     demographic_embeds: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     logits_to_keep: int | torch.Tensor = 0,
+    cache: DynamicCache | None = None,
 ) -> Any:
     # A bare causal LM has no demographic_embeds argument; a CuMA model takes it.
     extra = {} if demographic_embeds is None else {"demographic_embeds": demographic_embeds}
+    if cache is not None:
+        extra["cache"] = cache
     return model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
         logits_to_keep=logits_to_keep,
-        use_cache=False,
+        use_cache=cache is not None,
         **extra,
     )
+
+
+def _check_cache(cache: DynamicCache, length: int) -> None:
+    """A prefix pass must have filled a plain (not sliding-window) cache with every prefix token."""
+    if not cache.layers or cache.get_seq_length() != length:
+        raise CacheUnavailable("the model did not fill the key/value cache it was given")
+    kinds = {type(layer).__name__ for layer in cache.layers if type(layer) is not DynamicLayer}
+    if kinds:
+        raise CacheUnavailable(f"the model's cache has {sorted(kinds)} layers, not plain full-attention ones")
+
+
+def _group_chunks(groups: Sequence[PrefixGroup], batch_size: int) -> Iterator[list[PrefixGroup]]:
+    """Groups of similar prefix length with at most ``batch_size`` prompts between them (a larger group
+    is a chunk of its own): one batch of prefixes each."""
+    chunk: list[PrefixGroup] = []
+    size = 0
+    for group in sorted(groups, key=lambda g: -g.length):
+        if chunk and size + len(group.rows) > batch_size:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(group)
+        size += len(group.rows)
+    if chunk:
+        yield chunk
+
+
+def _pick_options(
+    logits: torch.Tensor, rows: Sequence[EncodedPrompt], indices: Sequence[int], probs: list[Any]
+) -> None:
+    """Each row's softmax over its option letters' logits, stored at its example's index."""
+    for row, index, values in zip(rows, indices, logits, strict=True):
+        picked = values[torch.as_tensor(row.option_token_ids, device=values.device)]
+        probs[index] = torch.softmax(picked.float(), dim=-1).cpu().numpy()
+
+
+def _record(
+    resolved: Any, rows: Sequence[EncodedPrompt], groups: Sequence[PrefixGroup], reason: str
+) -> ScoringRecord:
+    total = sum(len(row.input_ids) for row in rows)
+    cached = sum(len(group.rows) for group in groups)
+    if groups:
+        lengths = [group.length for group in groups]
+        reason = f"{len(groups)} shared prefixes of {min(lengths)}-{max(lengths)} tokens"
+    elif not reason:
+        reason = f"no two prompts share {MIN_SHARED_PREFIX} or more tokens and a demographic vector"
+    return ScoringRecord(
+        precision=resolved.name,
+        precision_reason=resolved.reason,
+        prefix_cache=bool(groups),
+        prefix_reason=reason,
+        cached_prompts=cached,
+        prompt_tokens=total,
+        computed_tokens=total - _saved_tokens(groups),
+    )
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _recording(model: nn.Module, routing: RoutingCollector | None) -> contextlib.AbstractContextManager:
+    return model.record_routing() if routing is not None else contextlib.nullcontext()
+
+
+def _vectors(examples: Sequence[Any], device: torch.device) -> torch.Tensor:
+    rows = [torch.as_tensor(ex.embedding, dtype=torch.float32) for ex in examples]
+    return torch.stack(rows).to(device)
 
 
 def _tensors_to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -178,6 +486,6 @@ def _tensors_to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any
     }
 
 
-def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
