@@ -16,11 +16,8 @@ from cuma.metrics import THRESHOLDS, argmax_emd, emd_coverage, entropy_table, gr
 from cuma.metrics.evidence import Evidence
 from cuma.reference_baselines import CALIBRATION_BASELINES
 
-DIFFERENCE_PANELS = {
-    "accuracy": "accuracy difference (higher is better)",
-    "log_loss": "log-loss difference (lower is better)",
-}
-"""The metrics of the difference figure, and their panel titles."""
+DIFFERENCE_PANELS = {"accuracy": "accuracy (higher is better)", "log_loss": "log-loss (lower is better)"}
+"""The metrics of the difference figure, and how its panels name them."""
 
 MIN_GROUP_ANSWERS = 5
 """Smallest group (in answers) drawn in the per-group and routing figures, as in sigma-inequity."""
@@ -106,7 +103,7 @@ def difference_panels(evidence: Evidence, split: str, baseline: str) -> dict[str
     """
     methods = evidence.splits[split].differences[baseline]
     return {
-        f"{title} vs {baseline}": pd.DataFrame.from_records(
+        f"{title}: method − {baseline}": pd.DataFrame.from_records(
             [
                 {
                     "method": method,

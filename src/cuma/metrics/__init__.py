@@ -1,4 +1,5 @@
-"""Survey metrics: accuracy and inequity, WorldValuesBench EMD, distributional alignment, mean collapse."""
+"""Survey metrics: proper scores, accuracy and inequity, WorldValuesBench EMD, distributional alignment, mean
+collapse; and the evidence behind the report's intervals (`cuma.metrics.evidence`)."""
 
 from cuma.metrics.classification import (
     accuracy,
@@ -17,6 +18,7 @@ from cuma.metrics.distribution import (
     total_variation,
 )
 from cuma.metrics.emd import THRESHOLDS, argmax_emd, emd_coverage, emd_summary, scaled_emd, wvb_emd
+from cuma.metrics.evidence import Difference, Evidence, Interval, NoiseFloor, comparison_evidence
 from cuma.metrics.frame import (
     PREDICTION_COLUMNS,
     PREDICTION_INPUT_COLUMNS,
@@ -24,6 +26,7 @@ from cuma.metrics.frame import (
     SchemaColumn,
     make_predictions,
 )
+from cuma.metrics.noise_floor import population_frame
 from cuma.metrics.preference import (
     VERDICTS,
     BootstrapConfig,
@@ -33,6 +36,7 @@ from cuma.metrics.preference import (
     group_win_rates,
     win_rate,
 )
+from cuma.metrics.proper import answer_scores, brier_score, log_loss
 from cuma.metrics.summary import summarize
 
 __all__ = [
@@ -44,13 +48,20 @@ __all__ = [
     "VERDICTS",
     "BootstrapConfig",
     "ChoiceAccuracy",
+    "Difference",
+    "Evidence",
+    "Interval",
+    "NoiseFloor",
     "SchemaColumn",
     "WinRate",
     "accuracy",
+    "answer_scores",
     "argmax_emd",
+    "brier_score",
     "choice_accuracy",
     "collapse_rate",
     "collapse_summary",
+    "comparison_evidence",
     "distribution_summary",
     "distribution_table",
     "emd_coverage",
@@ -60,10 +71,12 @@ __all__ = [
     "group_spread_table",
     "group_win_rates",
     "js_distance",
+    "log_loss",
     "macro_f1",
     "macro_group_accuracy",
     "make_predictions",
     "ordinal_emd",
+    "population_frame",
     "scaled_emd",
     "sigma_inequity",
     "summarize",
