@@ -39,7 +39,7 @@ from cuma.train.checkpoint import (
     newest_valid_checkpoint,
     read_run_shape,
 )
-from cuma.train.layout import run_identity, train_dir, train_settings
+from cuma.train.layout import run_identity, starting_model, train_dir, train_settings
 from cuma.train.trainer import CHECKPOINT_DIR
 
 
@@ -151,3 +151,26 @@ def _checkpoint_dirs(train_root: Path, config: ExperimentConfig, methods: Sequen
         if get_method(name).trainable
         for seed in config.seeds
     ]
+
+
+def check_starting_points(train_root: Path, config: ExperimentConfig, methods: Sequence[str]) -> None:
+    """Every preference entry that starts from ``train.init_from`` finds its model, or an SFT entry of the
+    same method earlier in ``methods`` will write it, for every seed, before any training."""
+    if config.train.init_from is None:
+        return
+    earlier: set[str] = set()
+    for entry in methods:
+        name, run = entry_config(entry, config)
+        if run.train.objective == "sft":
+            earlier.add(name)
+            continue
+        if not get_method(name).trainable or name in earlier:
+            continue
+        for seed in config.seeds:
+            try:
+                starting_model(config.train.init_from, name, seed, train_root)
+            except FileNotFoundError as err:
+                raise ConfigError(
+                    f"methods entry {entry!r}: {err}; list {name!r} (its SFT run) before it, or point "
+                    "train.init_from at a trained model"
+                ) from None

@@ -10,6 +10,8 @@ Under ``accelerate launch`` every process runs this driver: training is data-par
 scoring is repeated on each process's device (it is cheap next to training), and only the main process
 writes files; ``cuma compare`` logs on the main process only. The processes share one machine: the quick
 run's temporary checkpoint folder is made by the main process and its name broadcast to the others.
+A chat dataset (PRISM, Community Alignment) makes it a preference comparison
+(`cuma.compare.preference_run`), in the same report directory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import logging
 import shutil
 import sys
@@ -34,17 +37,27 @@ from cuma.atomic import atomic_path
 from cuma.compare.environment import machine, versions
 from cuma.compare.figures import make_figures
 from cuma.compare.methods_run import MethodRunner, Stopwatch
+from cuma.compare.preference_run import compare_preferences
 from cuma.compare.report import results_table, write_report
 from cuma.compare.report_dir import locked_report_dir
 from cuma.compare.results import ComparisonResults, DataSummary, Machine, MethodRun
 from cuma.compare.tables import write_tables
 from cuma.config import ExperimentConfig
+from cuma.data.chat_experiment import CHAT_DATASETS
 from cuma.data.experiment import SPLITS, ComparisonData, prepare_data
 from cuma.data.render import render_prompt
 from cuma.encoder import make_encoder
 from cuma.evaluation.topology import RoutingTrace
+from cuma.judges import Judge
 from cuma.models import load_base_model
-from cuma.preflight import check_fields, check_fresh, check_letters, check_resume, check_settings
+from cuma.preflight import (
+    check_fields,
+    check_fresh,
+    check_letters,
+    check_resume,
+    check_settings,
+    check_starting_points,
+)
 from cuma.processes import process_state
 from cuma.reference_baselines import REFERENCE_BASELINES
 
@@ -57,6 +70,7 @@ def run_comparison(
     resume: bool = False,
     overwrite: bool = False,
     resume_changed: Sequence[str] = (),
+    judge: Judge | None = None,
 ) -> Path:
     """Run the comparison ``config`` describes and return its report directory (``config.output_dir``).
 
@@ -67,18 +81,28 @@ def run_comparison(
     (`cuma.preflight`). The report directory is locked for the run, and one holding a previous
     report is refused unless ``resume`` or ``overwrite`` (which moves the old report aside first), see
     `cuma.compare.report_dir`. ``resume_changed`` names settings a resume may change on purpose.
+    ``judge`` replaces the config's judge of a preference comparison (any `cuma.judges.Judge`, a Python
+    function's included).
     """
-    methods = list(dict.fromkeys([*config.methods, *REFERENCE_BASELINES]))
+    chat = config.data.dataset in CHAT_DATASETS
+    # The survey references need survey answers; a chat dataset compares its methods with the base model.
+    methods = list(dict.fromkeys(config.methods if chat else [*config.methods, *REFERENCE_BASELINES]))
     check_settings(config, methods)
+    if judge is not None and not chat:
+        raise ValueError(
+            "a judge is used by preference comparisons only (data.dataset prism or community-alignment)"
+        )
+    drive = functools.partial(compare_preferences, judge=judge) if chat else _compare
     out = Path(config.output_dir)
     with locked_report_dir(out, resume=resume, overwrite=overwrite):
         if quick:
             with _shared_temporary_dir("cuma-quick-train-") as train_root:
-                return _compare(config, methods, train_root, quick, resume, resume_changed)
+                return drive(config, methods, train_root, quick, resume, resume_changed)
         train_root = out / "train"
         if not resume:
             check_fresh(train_root, config, methods)
-        return _compare(config, methods, train_root, quick, resume, resume_changed)
+        check_starting_points(train_root, config, methods)
+        return drive(config, methods, train_root, quick, resume, resume_changed)
 
 
 @contextlib.contextmanager

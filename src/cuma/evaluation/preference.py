@@ -29,7 +29,15 @@ from tqdm.auto import tqdm
 from cuma.config import PreferenceEvalConfig
 from cuma.data.collate import PromptCollator
 from cuma.errors import ConfigError
-from cuma.judges import BothOrdersJudge, Judge, JudgeFailureError, JudgeItem, Verdict, judge_both_orders
+from cuma.judges import (
+    BothOrdersJudge,
+    Judge,
+    JudgeFailureError,
+    JudgeItem,
+    Verdict,
+    judge_both_orders,
+    judge_prompt,
+)
 from cuma.methods import PreparedModel
 from cuma.metrics.preference import BootstrapConfig, WinRate, group_win_rates, win_rate
 
@@ -153,15 +161,6 @@ def _decode(tokenizer: Any, tokens: list[int], stops: set[int]) -> str:
     return tokenizer.decode(tokens[:end], skip_special_tokens=True).strip()
 
 
-def judge_prompt(messages: Sequence[Mapping[str, str]]) -> str:
-    """The prompt as the judge sees it: the user's message, or for a conversation with history every
-    non-system turn as ``Role: text``, ending with the user's message being answered."""
-    turns = [m for m in messages if m["role"] != "system"]
-    if len(turns) == 1:
-        return turns[0]["content"]
-    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in turns)
-
-
 def generate_pairs(
     method: PreparedModel,
     baseline: PreparedModel,
@@ -169,16 +168,27 @@ def generate_pairs(
     prompts: Sequence[Any],
     config: PreferenceEvalConfig,
 ) -> pd.DataFrame:
-    """The method's and the baseline's response to every prompt, as the table `judge_pairs` reads.
-
-    Columns: the `ID_FIELDS` every prompt has, then `PAIR_COLUMNS`: ``prompt`` (`judge_prompt`),
-    ``profile`` (dict field -> value), ``profile_text``, ``response`` (the method's) and
-    ``baseline_response``. Both models share the tokenizer and see the same prompt messages.
-    """
+    """The method's and the baseline's response to every prompt, as the table `judge_pairs` reads
+    (`pair_table`). Both models share the tokenizer and see the same prompt messages."""
     responses = generate_responses(method, tokenizer, prompts, config, desc=f"generating ({method.name})")
     baseline_responses = generate_responses(
         baseline, tokenizer, prompts, config, desc=f"generating ({baseline.name})"
     )
+    return pair_table(prompts, responses, baseline_responses)
+
+
+def pair_table(
+    prompts: Sequence[Any], responses: Sequence[str], baseline_responses: Sequence[str]
+) -> pd.DataFrame:
+    """Columns: the `ID_FIELDS` every prompt has, then `PAIR_COLUMNS`: ``prompt`` (`judge_prompt`),
+    ``profile`` (dict field -> value), ``profile_text``, ``response`` (the method's) and
+    ``baseline_response``; a comparison generates the baseline's responses once and pairs every
+    method's with them."""
+    if not len(prompts) == len(responses) == len(baseline_responses):
+        raise ValueError(
+            f"{len(prompts)} prompts, {len(responses)} responses and {len(baseline_responses)} baseline "
+            "responses: need one of each per prompt"
+        )
     ids = [key for key in ID_FIELDS if all(hasattr(ex, key) for ex in prompts)]
     return pd.DataFrame(
         {
@@ -186,8 +196,8 @@ def generate_pairs(
             "prompt": [judge_prompt(ex.prompt_messages) for ex in prompts],
             "profile": [dict(ex.profile) for ex in prompts],
             "profile_text": [ex.profile_text for ex in prompts],
-            "response": responses,
-            "baseline_response": baseline_responses,
+            "response": list(responses),
+            "baseline_response": list(baseline_responses),
         }
     )
 

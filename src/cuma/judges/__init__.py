@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from cuma.judges.http_judge import BUDGET_EXHAUSTED, HTTPJudge
     from cuma.judges.local_judge import LocalJudge
     from cuma.judges.parsing import parse_verdict
-    from cuma.judges.prompt import PROMPTS, JudgePrompt, load_prompt
+    from cuma.judges.prompt import PROMPTS, JudgePrompt, judge_prompt, load_prompt
     from cuma.judges.verdict import CHOICES, JudgeItem, Verdict
 
 _HOMES = {
@@ -49,6 +49,7 @@ _HOMES = {
     "LocalJudge": "cuma.judges.local_judge",
     "parse_verdict": "cuma.judges.parsing",
     "PROMPTS": "cuma.judges.prompt",
+    "judge_prompt": "cuma.judges.prompt",
     "JudgePrompt": "cuma.judges.prompt",
     "load_prompt": "cuma.judges.prompt",
     "CHOICES": "cuma.judges.verdict",
@@ -76,6 +77,7 @@ __all__ = [
     "check_failure_share",
     "combine_orders",
     "judge_both_orders",
+    "judge_prompt",
     "load_prompt",
     "parse_verdict",
 ]

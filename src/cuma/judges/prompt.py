@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,3 +104,12 @@ def load_prompt(template: str, profile_template: ProfileTemplate | None = None) 
     if profile_template is not None:
         prompt = JudgePrompt(prompt.system, prompt.user, profile_template)
     return prompt
+
+
+def judge_prompt(messages: Sequence[Mapping[str, str]]) -> str:
+    """The prompt as the judge sees it: the user's message, or for a conversation with history every
+    non-system turn as ``Role: text``, ending with the user's message being answered."""
+    turns = [m for m in messages if m["role"] != "system"]
+    if len(turns) == 1:
+        return turns[0]["content"]
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in turns)

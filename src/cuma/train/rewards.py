@@ -54,7 +54,7 @@ class RewardOutput:
     fallback: int = 0
 
 
-def _check_lengths(completions: Sequence[str], prompts: Sequence[SurveyExample]) -> None:
+def check_lengths(completions: Sequence[str], prompts: Sequence[SurveyExample]) -> None:
     if len(completions) != len(prompts):
         raise ValueError(
             f"{len(completions)} completions for {len(prompts)} prompts; repeat each prompt once per "
@@ -64,7 +64,7 @@ def _check_lengths(completions: Sequence[str], prompts: Sequence[SurveyExample])
 
 def exact_match_reward(completions: Sequence[str], prompts: Sequence[SurveyExample]) -> RewardOutput:
     """1.0 where the completion's letter is the respondent's answer, 0.0 otherwise (unparsable included)."""
-    _check_lengths(completions, prompts)
+    check_lengths(completions, prompts)
     letters = [parse_letter(text, ex.option_letters) for text, ex in zip(completions, prompts, strict=True)]
     rewards = [float(letter == ex.target_letter) for letter, ex in zip(letters, prompts, strict=True)]
     return RewardOutput(torch.tensor(rewards, dtype=torch.float32), unparsable=letters.count(None))
@@ -124,7 +124,7 @@ def cell_share_reward(
     completions: Sequence[str], prompts: Sequence[SurveyExample], shares: CellShares
 ) -> RewardOutput:
     """The training share of the respondent's cell that gave the completion's answer (0 if unparsable)."""
-    _check_lengths(completions, prompts)
+    check_lengths(completions, prompts)
     rewards, unparsable, fallback = [], 0, 0
     for text, ex in zip(completions, prompts, strict=True):
         letter = parse_letter(text, ex.option_letters)
