@@ -18,10 +18,17 @@ from cuma.errors import CumaError
 
 # sub-command -> (module with `configure(parser)`, one-line help)
 COMMANDS = {
-    "compare": ("cuma.compare.cli", "train and evaluate methods on a survey and write a comparison report"),
+    "compare": (
+        "cuma.compare.cli",
+        "train and evaluate methods on a survey or a preference dataset and write a comparison report",
+    ),
     "data": ("cuma.data.cli", "list, show and export the survey and preference datasets"),
     "demo": ("cuma.demo", "build a real model with a CuMA adapter and show its parameters and routing"),
     "export": ("cuma.export", "write a saved adapter as plain PEFT LoRA folders, one per profile"),
+    "interference": (
+        "cuma.evaluation.cli",
+        "per-group answer-loss gradient cosines of an adapter (the paper's cultural sparsity)",
+    ),
     "serve": (
         "cuma.serve.cli",
         "an OpenAI-compatible server: each request answered with its speaker's profile",

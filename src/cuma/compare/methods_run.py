@@ -20,7 +20,7 @@ import torch
 
 from cuma.compare.results import MethodRun
 from cuma.config import ExperimentConfig
-from cuma.data.examples import examples_frame
+from cuma.data.examples import average_orders, examples_frame
 from cuma.data.experiment import EVAL_SPLITS, SPLITS, ComparisonData
 from cuma.evaluation.few_shot import add_shots
 from cuma.evaluation.scoring import score_examples
@@ -136,28 +136,35 @@ class MethodRunner:
         stage = f"{entry} seed {seed}: score"
         with self.clock.stage(stage):
             for split in EVAL_SPLITS:
-                examples = self.data.examples(split, persona)
-                if not examples:
+                # One list per option order the split is scored in (two under data.option_order=both,
+                # averaged); routing is traced on the first order only.
+                orders = self.data.score_orders(split, persona)
+                if not orders[0]:
                     continue
                 if prepared.spec.few_shot:
                     pool = self.data.examples("train", persona)
-                    examples = add_shots(
-                        examples, pool, config.eval.few_shot, self.main_group, seed=config.data.seed
-                    )
+                    orders = [
+                        add_shots(rows, pool, config.eval.few_shot, self.main_group, seed=config.data.seed)
+                        for rows in orders
+                    ]
                 if prepared.has_routing:
                     collectors[split] = RoutingCollector(config.eval.routing_tokens)
-                predictions[split] = score_examples(
-                    prepared,
-                    self.tokenizer,
-                    examples,
-                    use_embeddings=prepared.uses_demographics,
-                    max_length=config.data.max_length,
-                    batch_size=config.eval.batch_size,
-                    padding_side=config.eval.padding_side,
-                    precision=config.eval.precision,
-                    routing=collectors.get(split),
-                    desc=f"{entry} seed {seed} {split}",
-                )
+                frames = [
+                    score_examples(
+                        prepared,
+                        self.tokenizer,
+                        rows,
+                        use_embeddings=prepared.uses_demographics,
+                        max_length=config.data.max_length,
+                        batch_size=config.eval.batch_size,
+                        padding_side=config.eval.padding_side,
+                        precision=config.eval.precision,
+                        routing=collectors.get(split) if k == 0 else None,
+                        desc=f"{entry} seed {seed} {split}" + (f" order {k + 1}" if len(orders) > 1 else ""),
+                    )
+                    for k, rows in enumerate(orders)
+                ]
+                predictions[split] = frames[0] if len(frames) == 1 else average_orders(frames)
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
                 logger.info("%s seed %d %s: accuracy %.3f", entry, seed, split, metrics[split]["accuracy"])
         adapter = prepared.spec.kind == "adapter"
