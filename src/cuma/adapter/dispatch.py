@@ -112,7 +112,7 @@ def add_sparse(
     order = chosen.flatten().argsort(stable=True)  # token-expert pairs grouped by expert
     token = order.div(k, rounding_mode="floor")
     offsets = torch.bincount(chosen.flatten(), minlength=experts).cumsum(0).to(torch.int32)
-    weights = weights.flatten()[order].unsqueeze(-1)
+    weights = weights.flatten()[order].unsqueeze(-1) * config.scaling
     if config.shared_a:
         down = (x @ lora_a.t()).index_select(0, token)  # one A: project once, then gather [T*k, r]
     else:
@@ -120,7 +120,7 @@ def add_sparse(
         down = GatheredGroupedMM.apply(x, token, a_t, offsets)
     b_t = lora_b.view(-1, experts, rank).permute(1, 2, 0)  # [N, r, out]
     up = F.grouped_mm(down * weights, b_t, offs=offsets)  # [T*k, out]
-    return result.index_add_(0, token, up, alpha=config.scaling)
+    return IndexAdd.apply(result, token, up)
 
 
 class GatheredGroupedMM(torch.autograd.Function):
@@ -154,3 +154,23 @@ class GatheredGroupedMM(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_weight = F.grouped_mm(x.index_select(0, rows).t(), grad, offs=offsets)
         return grad_x, None, grad_weight, None
+
+
+class IndexAdd(torch.autograd.Function):
+    """``out.index_add_(0, rows, source)`` that saves only ``rows`` for backward (autograd's ``index_add_``
+    also keeps ``source``, here the k output rows per token)."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, out: torch.Tensor, rows: torch.Tensor, source: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.mark_dirty(out)
+        return out.index_add_(0, rows, source)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None, torch.Tensor | None]:
+        (rows,) = ctx.saved_tensors
+        return grad, None, grad.index_select(0, rows) if ctx.needs_input_grad[2] else None
