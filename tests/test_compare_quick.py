@@ -12,16 +12,17 @@ import pytest
 from cuma.adapter import CuMAConfig
 from cuma.cli import main
 from cuma.compare.cli import DEFAULT_CONFIG
-from cuma.compare.report import TABLE_COLUMNS
+from cuma.compare.report import FLOOR_ROW, TABLE_COLUMNS
 from cuma.compare.run import run_comparison
 from cuma.config import ExperimentConfig
 from cuma.errors import ConfigError
 from cuma.models import load_base_model
 from cuma.quick import RandomProfileEncoder, quick_config
+from cuma.reference_baselines import REFERENCE_BASELINES
 from cuma.train.cli import train_method
 
 LLM_METHODS = ["base", "persona", "lora", "cuma"]
-REFERENCES = ["logistic", "majority", "cell-majority"]
+REFERENCES = list(dict.fromkeys(["logistic", *REFERENCE_BASELINES]))  # the config lists logistic
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,8 @@ def markdown_table(text: str) -> list[list[str]]:
 
 
 def number(cell: str) -> float | None:
-    return None if cell == "—" else float(cell.split(" ± ")[0].replace(",", ""))
+    """A cell's estimate: the number before any ``± std``, ``[interval]`` or mark."""
+    return None if cell == "—" else float(cell.split(" ")[0].replace(",", ""))
 
 
 def test_report_files_exist(report, results):
@@ -91,17 +93,25 @@ def test_markdown_table_matches_results_json(report, results):
     assert rows[0] == results["table"]["columns"]
     assert rows[1:] == results["table"]["rows"]
     runs = {run["method"]: run for run in results["runs"]}
+    evidence = results.get("evidence")
     for row in rows[1:]:
+        if row[0] == FLOOR_ROW:
+            assert evidence is not None
+            continue
         run = runs[row[0]]
         for column, cell in zip(TABLE_COLUMNS, row[1:], strict=True):
             split, _, key = column.key.rpartition(".")
-            value = run["metrics"][split].get(key) if split else run[key]
+            if column.gain:
+                gains = evidence["splits"][split]["gains"][column.gain] if evidence else {}
+                value = gains[row[0]][key]["estimate"] if row[0] in gains else None
+            else:
+                value = run["metrics"][split].get(key) if split else run[key]
             if value is None:
-                assert cell == "—", (row[0], column.key)
+                assert cell == "—", (row[0], column.name)
             else:
                 assert number(cell) == pytest.approx(value, abs=0.6 * 10**-column.digits), (
                     row[0],
-                    column.key,
+                    column.name,
                 )
 
 

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from scipy.stats import permutation_test
 
 from cuma.metrics import BootstrapConfig, comparison_evidence
 from cuma.metrics.bootstrap import percentile_interval, resample_counts
@@ -170,6 +171,14 @@ def test_sign_flip_p_value_is_exact_for_few_respondents():
     expected = np.mean(np.abs(sums) >= differences.sum() - 1e-12)
     assert sign_flip_p(differences, 1000, seed=0) == pytest.approx(expected)
     assert sign_flip_p(np.zeros(5), 1000, seed=0) == 1
+
+
+def test_sign_flip_p_value_agrees_with_scipys_permutation_test():
+    differences = np.random.default_rng(3).normal(0.3, 1.0, size=40)
+    reference = permutation_test(
+        (differences,), lambda x, axis: x.sum(axis=axis), permutation_type="samples", n_resamples=20000, rng=0
+    )
+    assert sign_flip_p(differences, 20000, seed=1) == pytest.approx(reference.pvalue, abs=0.01)
 
 
 def test_percentile_interval_skips_undefined_replicates():

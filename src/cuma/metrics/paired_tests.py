@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binom, binomtest, permutation_test
+from scipy.stats import binom, binomtest
 
 
 @dataclass(frozen=True)
@@ -51,20 +51,23 @@ def sign_flip_p(differences: np.ndarray, resamples: int, seed: int | np.random.S
     """Two-sided p-value of a paired permutation test that the per-unit ``differences`` centre on zero.
 
     Under the null each respondent's difference (their summed per-answer loss difference) is as likely
-    to have either sign, so the sum is compared with the sums under random sign flips
-    (``scipy.stats.permutation_test``; exact when 2**units <= resamples).
+    to have either sign, so ``|sum|`` is compared with ``|sum|`` under sign flips: every flip when
+    ``2**units <= resamples`` (exact), else ``resamples`` random ones, with p = (1 + extreme) /
+    (1 + resamples) (Phipson and Smyth 2010). ``scipy.stats.permutation_test`` with one sample does the
+    same, but is an order of magnitude slower at thousands of respondents.
     """
     differences = np.asarray(differences, dtype=float)
     if differences.ndim != 1 or len(differences) < 2:
         raise ValueError(f"a sign-flip test needs at least 2 units, got {differences.shape}")
-    if not np.any(differences):
-        return 1.0
-    result = permutation_test(
-        (differences,),
-        lambda x, axis: x.sum(axis=axis),
-        permutation_type="samples",
-        vectorized=True,
-        n_resamples=resamples,
-        rng=np.random.default_rng(seed),
-    )
-    return float(result.pvalue)
+    observed = abs(differences.sum())
+    tolerance = 1e-12 * max(1.0, np.abs(differences).sum())  # flips equal to the data up to rounding count
+    n = len(differences)
+    if 2**n <= resamples:
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+        return float(np.mean(np.abs(signs @ differences) >= observed - tolerance))
+    rng = np.random.default_rng(seed)
+    extreme = 0
+    for start in range(0, resamples, 1000):
+        signs = rng.choice([-1.0, 1.0], size=(min(1000, resamples - start), n))
+        extreme += int((np.abs(signs @ differences) >= observed - tolerance).sum())
+    return (1 + extreme) / (1 + resamples)
