@@ -106,14 +106,6 @@ def logistic_regression(
     )
 
 
-REFERENCE_BASELINES: dict[str, Callable[..., pd.DataFrame]] = {
-    "majority": population_majority,
-    "cell-majority": cell_majority,
-    "logistic": logistic_regression,
-}
-"""Method name (as in configs) -> baseline ``(train, test, fields, config) -> predictions DataFrame``."""
-
-
 def random_draw(
     train: pd.DataFrame,
     test: pd.DataFrame,
@@ -150,6 +142,13 @@ CALIBRATION_BASELINES: dict[str, Callable[..., pd.DataFrame]] = {
     "always-first": always_first,
 }
 """Calibration rows by method name, with the signature of `REFERENCE_BASELINES` (see the module docstring)."""
+
+REFERENCE_BASELINES: dict[str, Callable[..., pd.DataFrame]] = {
+    "majority": population_majority,
+    "cell-majority": cell_majority,
+    "logistic": logistic_regression,
+}
+"""Method name (as in configs) -> baseline ``(train, test, fields, config) -> predictions DataFrame``."""
 
 
 def _prepare(
