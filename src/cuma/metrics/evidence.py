@@ -48,7 +48,8 @@ GAIN_METRICS = {"log_loss": -1, "brier": -1, "accuracy": 1}
 """Gain metrics and their sign: gain = sign x (method - reference), so a positive gain is better."""
 
 TESTS = {"accuracy": "McNemar mid-p", "log_loss": "sign-flip permutation over respondents"}
-"""The paired test behind each tested metric's p-value."""
+"""The paired test behind each tested metric's p-value (the sign-flip test draws as many random flips as
+the bootstrap draws resamples)."""
 
 
 @dataclass(frozen=True)
@@ -163,22 +164,12 @@ def comparison_evidence(
                 f"method needs every run of {runs}"
             )
     splits = list(dict.fromkeys(split for frames in predictions.values() for split in frames))
+    settings = _Settings(group_fields, bootstrap, floor_draws, population, min_count)
     result = {}
     for position, split in enumerate(splits):
         if all(split in predictions[method, *run] for method in methods for run in runs):
             frames = {(method, *run): predictions[method, *run][split] for method in methods for run in runs}
-            result[split] = _split_evidence(
-                frames,
-                methods,
-                runs,
-                split,
-                position,
-                group_fields,
-                bootstrap,
-                floor_draws,
-                population,
-                min_count,
-            )
+            result[split] = _split_evidence(frames, methods, runs, split, position, settings)
     return Evidence(
         resamples=bootstrap.resamples,
         confidence=bootstrap.confidence,
@@ -186,6 +177,17 @@ def comparison_evidence(
         runs=[{"seed": seed, "data_seed": data_seed} for seed, data_seed in runs],
         splits=result,
     )
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The arguments of `comparison_evidence` every split shares."""
+
+    group_fields: Sequence[str]
+    bootstrap: BootstrapConfig
+    floor_draws: int
+    population: pd.DataFrame | None
+    min_count: int
 
 
 @dataclass
@@ -203,12 +205,10 @@ def _split_evidence(
     runs: list[tuple[int, int]],
     split: str,
     position: int,
-    group_fields: Sequence[str],
-    bootstrap: BootstrapConfig,
-    floor_draws: int,
-    population: pd.DataFrame | None,
-    min_count: int,
+    settings: _Settings,
 ) -> SplitEvidence:
+    """One split's evidence; ``position`` (the split's place) keeps the splits' resamples apart."""
+    bootstrap = settings.bootstrap
     data_seeds = list(dict.fromkeys(data_seed for _, data_seed in runs))
     firsts = {d: frames[methods[0], *next(run for run in runs if run[1] == d)] for d in data_seeds}
     respondents, counts = {}, {}
@@ -225,9 +225,10 @@ def _split_evidence(
         )
         for index, run in enumerate(runs):
             frame = frames[method, *run]
-            totals = RespondentTotals.build(frame, respondents[run[1]], group_fields, min_count)
-            entry.totals[run] = totals
-            entry.points[run] = _points(frame, totals)
+            totals = RespondentTotals.build(
+                frame, respondents[run[1]], settings.group_fields, settings.min_count
+            )
+            entry.totals[run], entry.points[run] = totals, _points(frame, totals)
             mine = owner == index
             if mine.any():
                 for name, values in totals.metrics(counts[run[1]][mine]).items():
@@ -245,65 +246,61 @@ def _split_evidence(
         for method, entry in numbers.items()
     }
     tests = _Tests(numbers, runs, bootstrap)
-    differences = {
-        baseline: {
-            method: {
-                name: _difference(
-                    numbers[method], numbers[baseline], name, 1, confidence, tests.p(method, baseline, name)
-                )
-                for name in REPLICATED_METRICS
-            }
-            for method in methods
-            if method != baseline
-        }
-        for baseline in DIFFERENCE_BASELINES
-        if baseline in numbers
-    }
-    gains = {
-        reference: {
-            method: {
-                name: _difference(
-                    numbers[method],
-                    numbers[reference],
-                    name,
-                    sign,
-                    confidence,
-                    tests.p(method, reference, name),
-                )
-                for name, sign in GAIN_METRICS.items()
-            }
-            for method in methods
-            if method != reference
-        }
-        for reference in GAIN_REFERENCES
-        if reference in numbers
-    }
-    floors = {}
-    if population is not None and group_fields:
-        samples = [
-            floor_samples(
-                first,
-                population,
-                group_fields,
-                min_count,
-                floor_draws,
-                np.random.SeedSequence([bootstrap.seed, data_seed, position, 1]),
-            )
-            for data_seed, first in firsts.items()
-        ]
-        for name in FLOOR_METRICS:
-            simulated = np.concatenate([sample[name].simulated for sample in samples])
-            low, high = percentile_interval(simulated, confidence)
-            observed = _mean(sample[name].observed for sample in samples)
-            floors[name] = NoiseFloor(observed, _mean(simulated), low, high, floor_draws)
+    signs = dict.fromkeys(REPLICATED_METRICS, 1)
     return SplitEvidence(
         respondents=sum(len(index) for index in respondents.values()),
         answers=sum(len(first) for first in firsts.values()),
         values=values,
-        differences=differences,
-        gains=gains,
-        floors=floors,
+        differences=_against(numbers, DIFFERENCE_BASELINES, signs, confidence, tests),
+        gains=_against(numbers, GAIN_REFERENCES, GAIN_METRICS, confidence, tests),
+        floors=_floors(firsts, settings, position) if settings.population is not None else {},
     )
+
+
+def _against(
+    numbers: Mapping[str, _Replicates],
+    others: Sequence[str],
+    signs: Mapping[str, int],
+    confidence: float,
+    tests: _Tests,
+) -> dict[str, dict[str, dict[str, Difference]]]:
+    """Other (that ran) -> method -> metric -> sign x (method - other), paired."""
+    return {
+        other: {
+            method: {
+                name: _difference(entry, numbers[other], name, sign, confidence, tests.p(method, other, name))
+                for name, sign in signs.items()
+            }
+            for method, entry in numbers.items()
+            if method != other
+        }
+        for other in others
+        if other in numbers
+    }
+
+
+def _floors(firsts: Mapping[int, pd.DataFrame], settings: _Settings, position: int) -> dict[str, NoiseFloor]:
+    """The noise floors, their simulated samples pooled over data seeds."""
+    if not settings.group_fields:
+        return {}
+    samples = [
+        floor_samples(
+            first,
+            settings.population,
+            settings.group_fields,
+            settings.min_count,
+            settings.floor_draws,
+            np.random.SeedSequence([settings.bootstrap.seed, data_seed, position, 1]),
+        )
+        for data_seed, first in firsts.items()
+    ]
+    floors = {}
+    for name in FLOOR_METRICS:
+        simulated = np.concatenate([sample[name].simulated for sample in samples])
+        low, high = percentile_interval(simulated, settings.bootstrap.confidence)
+        observed = _mean(sample[name].observed for sample in samples)
+        floors[name] = NoiseFloor(observed, _mean(simulated), low, high, settings.floor_draws)
+    return floors
 
 
 def _check_same_rows(
