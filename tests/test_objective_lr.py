@@ -47,3 +47,16 @@ def test_a_dpo_entry_of_a_comparison_runs_at_the_dpo_rate() -> None:
 def test_a_rate_must_be_positive() -> None:
     with pytest.raises(ConfigError, match=r"dpo\.lr"):
         _config("dpo.lr=0")
+
+
+def test_method_lr_sets_each_entrys_own_objective_rate() -> None:
+    config = _config(
+        "methods=[lora, cuma, cuma@dpo]", "method_lr={lora: 3.0e-4, cuma@dpo: 1.0e-5}", "dpo.lr=5e-6"
+    )
+    assert entry_config("lora", config)[1].objective_train.lr == 3e-4
+    assert entry_config("cuma", config)[1].objective_train.lr == 1e-3
+    assert entry_config("cuma@dpo", config)[1].objective_train.lr == 1e-5
+    with pytest.raises(ConfigError, match=r"method_lr\.mixlora: not a methods entry"):
+        _config("methods=[lora]", "method_lr={mixlora: 1.0e-4}")
+    with pytest.raises(ConfigError, match=r"method_lr\.lora=0"):
+        _config("methods=[lora]", "method_lr={lora: 0}")

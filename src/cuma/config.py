@@ -663,6 +663,13 @@ class ExperimentConfig(Checked):
             "methods, PrefixConfig fields for prefix, e.g. {cuma: {rank: 64, alpha: 128}}."
         ),
     )
+    method_lr: dict[str, float] = field(
+        default_factory=dict,
+        metadata=doc(
+            "Learning rate per methods entry in place of its objective's (train.lr, dpo.lr or grpo.lr), "
+            "e.g. {lora: 3.0e-4, cuma@dpo: 1.0e-5}; cuma sweep writes the ones it chose on validation."
+        ),
+    )
     seeds: list[int] = field(
         default_factory=lambda: [42],
         metadata=doc("Training seeds; every trained method runs once per seed.", NON_EMPTY),
@@ -678,6 +685,13 @@ class ExperimentConfig(Checked):
                 raise ConfigError(f"seeds={self.seeds!r}: each seed must be {SEED.rule}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds={self.seeds!r}: must not repeat a seed")
+        for entry, lr in self.method_lr.items():
+            if entry not in self.methods:
+                raise ConfigError(
+                    f"method_lr.{entry}: not a methods entry; entries: {', '.join(self.methods)}"
+                )
+            if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+                raise ConfigError(f"method_lr.{entry}={lr!r}: must be a positive number")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -99,11 +99,19 @@ def split_entry(entry: str) -> tuple[str, str | None]:
 
 
 def entry_config(entry: str, config: ExperimentConfig) -> tuple[str, ExperimentConfig]:
-    """The method of a ``methods`` entry and the config it runs with (its own objective, if it names one)."""
+    """The method of a ``methods`` entry and the config it runs with: its own objective, if it names one,
+    and its ``method_lr`` as that objective's learning rate."""
     name, objective = split_entry(entry)
-    if objective is None:
+    if objective is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, objective=objective))
+    lr = config.method_lr.get(entry)
+    if lr is None:
         return name, config
-    return name, dataclasses.replace(config, train=dataclasses.replace(config.train, objective=objective))
+    own = config.train.objective
+    if own == "sft":
+        return name, dataclasses.replace(config, train=dataclasses.replace(config.train, lr=float(lr)))
+    section = getattr(config, own)
+    return name, dataclasses.replace(config, **{own: dataclasses.replace(section, lr=float(lr))})
 
 
 def check_methods(names: Iterable[str], config: ExperimentConfig | None = None) -> None:
