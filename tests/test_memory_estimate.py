@@ -120,3 +120,10 @@ def test_paper_table_prints_every_strategy(capsys: pytest.CaptureFixture[str], m
     assert "(4.15 %)" in out  # the paper's trainable share of Qwen3-8B for CuMA r=64
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert [line.split(" | ")[0][2:] for line in table[1:]] == [s.name for s in estimate.STRATEGIES]
+
+
+def test_zero_gpus_is_a_usage_error(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["memory_estimate.py", "--gpus", "0"])
+    with pytest.raises(SystemExit) as stop:
+        estimate.main()
+    assert stop.value.code == 2 and "--gpus=0: must be at least 1" in capsys.readouterr().err
