@@ -33,6 +33,10 @@ COMMANDS = {
         "cuma.serve.cli",
         "an OpenAI-compatible server: each request answered with its speaker's profile",
     ),
+    "sweep": (
+        "cuma.compare.sweep",
+        "choose each trained method's learning rate on validation respondents, then score test once",
+    ),
     "train": (
         "cuma.train.cli",
         "fine-tune one method (cuma, lora, ...) on a survey, with checkpoints and --resume",

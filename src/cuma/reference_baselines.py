@@ -147,6 +147,7 @@ REFERENCE_BASELINES: dict[str, Callable[..., pd.DataFrame]] = {
     "majority": population_majority,
     "cell-majority": cell_majority,
     "logistic": logistic_regression,
+    **CALIBRATION_BASELINES,
 }
 """Method name (as in configs) -> baseline ``(train, test, fields, config) -> predictions DataFrame``."""
 

@@ -8,6 +8,7 @@ Overrides follow the options as dotted ``section.field=value`` pairs, e.g. ``tra
 from __future__ import annotations
 
 import argparse
+from itertools import takewhile
 from pathlib import Path
 
 from cuma.train.cli import add_run_arguments, load_config
@@ -33,8 +34,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     config = load_config(args.config or DEFAULT_CONFIG, args.overrides, quick=args.quick)
     # The comparison's modules load torch and friends (seconds): only once the config is known good.
-    from cuma.compare.report import markdown_table
-    from cuma.compare.results import RESULTS_FILE, ComparisonResults
     from cuma.compare.run import run_comparison
     from cuma.processes import log_from_main_process
 
@@ -47,5 +46,12 @@ def main(args: argparse.Namespace) -> None:
         resume_changed=args.resume_changed,
     )
     if main_process:
-        print("\n".join(markdown_table(ComparisonResults.read(out / RESULTS_FILE).table)))
-        print(f"\nreport: {out / 'report.md'} and {out / 'report.html'}")
+        print_report(out)
+
+
+def print_report(out: Path) -> None:
+    """The results table of the report in ``out``, then where the report is."""
+    lines = (out / "report.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    print("\n".join(takewhile(lambda line: line.startswith("|"), lines[start:])))
+    print(f"\nreport: {out / 'report.md'} and {out / 'report.html'}")

@@ -49,6 +49,7 @@ from cuma.data.render import render_prompt
 from cuma.encoder import make_encoder
 from cuma.evaluation.topology import RoutingTrace
 from cuma.judges import Judge
+from cuma.metrics import BootstrapConfig, comparison_evidence, population_frame
 from cuma.models import load_base_model
 from cuma.preflight import (
     check_fields,
@@ -160,6 +161,7 @@ def _compare(
     first = config.seeds[0]
     runs: list[MethodRun] = []
     predictions: dict[str, dict[str, pd.DataFrame]] = {}
+    every_run: dict[tuple[str, int, int], dict[str, pd.DataFrame]] = {}  # (method, seed, data seed)
     routing: dict[str, RoutingTrace] = {}
     state = process_state()
     for seed in config.seeds:
@@ -172,13 +174,23 @@ def _compare(
                     run, tables=write_tables(out, name, seed, result.predictions, fields)
                 )
             runs.append(run)
+            every_run[name, seed, config.data.seed] = result.predictions
             if seed == first:
                 predictions[name] = result.predictions
                 if result.routing is not None:
                     routing[name] = result.routing
     if state.is_main_process:
+        with clock.stage("intervals, tests and noise floors"):
+            settings = config.eval
+            evidence = comparison_evidence(
+                every_run,
+                fields,
+                BootstrapConfig(settings.bootstrap_resamples, settings.confidence, settings.bootstrap_seed),
+                settings.noise_floor_draws,
+                population_frame(data.survey.answers, data.survey.respondents, fields),
+            )
         with clock.stage("figures and report"):
-            figures, topology = make_figures(out, predictions, routing, main_group, first)
+            figures, topology = make_figures(out, predictions, routing, main_group, first, evidence)
             clock.timings["total"] = time.perf_counter() - started
             results = ComparisonResults(
                 title=f"CuMA comparison on {config.data.dataset}" + (" (quick)" if quick else ""),
@@ -193,7 +205,8 @@ def _compare(
                 runs=runs,
                 topology=topology,
                 figures=figures,
-                table=results_table(runs),
+                table=results_table(runs, evidence),
+                evidence=evidence,
             )
             write_report(results, out)
         logger.info("report written to %s (total %.1f s)", out / "report.md", time.perf_counter() - started)
