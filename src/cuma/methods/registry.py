@@ -58,6 +58,12 @@ _SPECS = [
         few_shot=True,
     ),
     MethodSpec("lora", "adapter", "dense LoRA (one expert, no router)", preset="lora"),
+    MethodSpec(
+        "lora-matched",
+        "adapter",
+        "dense LoRA sized to CuMA's total trainable parameters, routers included (rank in adapter_overrides)",
+        preset="lora",
+    ),
     MethodSpec("full", "full", "full fine-tuning of every base weight"),
     MethodSpec("prefix", "prefix", "prefix tuning (PEFT), 32 virtual tokens"),
     MethodSpec("hydralora", "adapter", "HydraLoRA: shared A, soft hidden-state gate", preset="hydralora"),
