@@ -32,7 +32,7 @@ def predictions(seed: int) -> pd.DataFrame:
 
 def test_tables_average_to_the_summary(tmp_path):
     preds = {"test": predictions(0), "heldout": predictions(1)}
-    written = write_tables(tmp_path, "cuma", 7, preds, ["sex"])
+    written = write_tables(tmp_path, "cuma", "seed7", preds, ["sex"])
     assert written["distribution"]["test"] == "tables/distribution-cuma-seed7-test.csv"
     for split, frame in preds.items():
         metrics = summarize(frame, ["sex"])

@@ -674,6 +674,13 @@ class ExperimentConfig(Checked):
         default_factory=lambda: [42],
         metadata=doc("Training seeds; every trained method runs once per seed.", NON_EMPTY),
     )
+    data_seeds: list[int] = field(
+        default_factory=list,
+        metadata=doc(
+            "Data seeds the comparison repeats over: each draws the respondent split and the samples again "
+            "(data.seed in turn), so the spread includes the data sample's; [] = data.seed alone."
+        ),
+    )
     output_dir: str = field(
         default="runs/default",
         metadata=doc("Report directory (training runs go to <output_dir>/train).", NON_EMPTY),
@@ -685,6 +692,8 @@ class ExperimentConfig(Checked):
                 raise ConfigError(f"seeds={self.seeds!r}: each seed must be {SEED.rule}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds={self.seeds!r}: must not repeat a seed")
+        if len(set(self.data_seeds)) != len(self.data_seeds) or not all(map(SEED.test, self.data_seeds)):
+            raise ConfigError(f"data_seeds={self.data_seeds!r}: distinct seeds, each {SEED.rule}")
         for entry, lr in self.method_lr.items():
             if entry not in self.methods:
                 raise ConfigError(
@@ -739,6 +748,14 @@ class ExperimentConfig(Checked):
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def data_seed_list(self) -> list[int]:
+        """The data seeds a comparison runs: ``data_seeds``, or ``data.seed`` alone."""
+        return list(self.data_seeds) or [self.data.seed]
+
+    def with_data_seed(self, seed: int) -> ExperimentConfig:
+        return dataclasses.replace(self, data=dataclasses.replace(self.data, seed=seed))
 
     @property
     def objective_train(self) -> TrainConfig:

@@ -64,6 +64,7 @@ class MethodRun:
             ``train.init_from`` named, or None), ``steps``, ``final_loss``, ``model_dir``, and for a resumed
             run the ``changed_on_resume`` settings (setting -> [checkpoint, now]) and the
             ``skipped_checkpoints`` (corrupt or incomplete ones passed over); empty otherwise.
+        data_seed: the ``data.seed`` of the split and samples it was trained and scored on.
     """
 
     method: str
@@ -80,6 +81,7 @@ class MethodRun:
     metrics: dict[str, dict[str, Number]]
     tables: dict[str, dict[str, str]] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    data_seed: int = 0
 
     def numbers(self) -> dict[str, Number]:
         """The run's numbers by table key: the `RUN_NUMBERS` fields and ``split.metric``."""

@@ -4,7 +4,8 @@ Per training seed (``seeds``) and method: build the method on a fresh copy of th
 if it has weights to train, score the random test split and the held-out profile cells, and summarise
 the predictions with every survey metric (`cuma.compare.methods_run`). The non-LLM references
 (population majority, cell majority, logistic regression) always run on the same splits, listed or not,
-because they are what the LLM methods must beat. The splits depend on ``data.seed`` only.
+because they are what the LLM methods must beat. The splits depend on ``data.seed`` only; with
+``data_seeds`` the whole comparison repeats for each, and the report pools every (seed, data seed) run.
 
 Under ``accelerate launch`` every process runs this driver: training is data-parallel (`cuma.train`),
 scoring is repeated on each process's device (it is cheap next to training), and only the main process
@@ -41,7 +42,7 @@ from cuma.compare.preference_run import compare_preferences
 from cuma.compare.report import results_table, write_report
 from cuma.compare.report_dir import locked_report_dir
 from cuma.compare.results import ComparisonResults, DataSummary, Machine, MethodRun
-from cuma.compare.tables import write_tables
+from cuma.compare.tables import run_label, write_tables
 from cuma.config import ExperimentConfig
 from cuma.data.chat_experiment import CHAT_DATASETS
 from cuma.data.experiment import SPLITS, ComparisonData, prepare_data
@@ -100,9 +101,12 @@ def run_comparison(
             with _shared_temporary_dir("cuma-quick-train-") as train_root:
                 return drive(config, methods, train_root, quick, resume, resume_changed)
         train_root = out / "train"
-        if not resume:
-            check_fresh(train_root, config, methods)
-        check_starting_points(train_root, config, methods)
+        several = len(config.data_seed_list) > 1
+        for data_seed in config.data_seed_list:
+            root = data_train_root(train_root, data_seed, several)
+            if not resume:
+                check_fresh(root, config, methods)
+            check_starting_points(root, config, methods)
         return drive(config, methods, train_root, quick, resume, resume_changed)
 
 
@@ -131,54 +135,64 @@ def _compare(
     clock = Stopwatch()
     started = time.perf_counter()
     logger.info("comparison of %s on %s -> %s", ", ".join(methods), config.data.dataset, out)
-    with clock.stage("load and split data"):
-        data = prepare_data(config.data)
-    fields = config.eval.group_fields or data.survey.profile_fields
-    main_group = config.eval.main_group or fields[0]
-    check_fields(config, fields, main_group, data.survey.profile_fields)
     with clock.stage(f"load base model {config.model.name}"):
         base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
-    check_letters(tokenizer, data)
-    if resume:
-        check_resume(train_root, config, methods, base, data, resume_changed)
-    with clock.stage(f"encode profiles ({config.model.encoder})"):
+    with clock.stage(f"load encoder ({config.model.encoder})"):
         encoder = make_encoder(config.model)
-        data = data.with_embeddings(encoder)
-    runner = MethodRunner(
-        config,
-        data,
-        base,
-        tokenizer,
-        encoder,
-        fields,
-        main_group,
-        config.eval.cell_fields or fields,
-        train_root,
-        resume,
-        tuple(resume_changed),
-        clock,
-    )
-    first = config.seeds[0]
+    data_seeds = config.data_seed_list
+    several = len(data_seeds) > 1
     runs: list[MethodRun] = []
-    predictions: dict[str, dict[str, pd.DataFrame]] = {}
+    predictions: dict[str, dict[str, pd.DataFrame]] = {}  # the first (seed, data seed)'s, for the figures
     every_run: dict[tuple[str, int, int], dict[str, pd.DataFrame]] = {}  # (method, seed, data seed)
     routing: dict[str, RoutingTrace] = {}
     state = process_state()
-    for seed in config.seeds:
-        for name in methods:
-            result = runner.run(name, seed)
-            run = result.run
-            if state.is_main_process:
-                _save_predictions(out, name, seed, result.predictions)
-                run = dataclasses.replace(
-                    run, tables=write_tables(out, name, seed, result.predictions, fields)
-                )
-            runs.append(run)
-            every_run[name, seed, config.data.seed] = result.predictions
-            if seed == first:
-                predictions[name] = result.predictions
-                if result.routing is not None:
-                    routing[name] = result.routing
+    first_data: ComparisonData | None = None
+    for data_seed in data_seeds:
+        seeded = config.with_data_seed(data_seed)
+        with clock.stage(f"load and split data (data seed {data_seed})"):
+            data = prepare_data(seeded.data)
+        fields = config.eval.group_fields or data.survey.profile_fields
+        main_group = config.eval.main_group or fields[0]
+        check_fields(config, fields, main_group, data.survey.profile_fields)
+        check_letters(tokenizer, data)
+        root = data_train_root(train_root, data_seed, several)
+        if resume:
+            check_resume(root, seeded, methods, base, data, resume_changed)
+        with clock.stage(f"encode profiles (data seed {data_seed})"):
+            data = data.with_embeddings(encoder)
+        first_data = first_data or data
+        runner = MethodRunner(
+            seeded,
+            data,
+            base,
+            tokenizer,
+            encoder,
+            fields,
+            main_group,
+            config.eval.cell_fields or fields,
+            root,
+            resume,
+            tuple(resume_changed),
+            clock,
+        )
+        for seed in config.seeds:
+            label = run_label(seed, data_seed if several else None)
+            for name in methods:
+                result = runner.run(name, seed)
+                run = dataclasses.replace(result.run, data_seed=data_seed)
+                if state.is_main_process:
+                    _save_predictions(out, name, label, result.predictions)
+                    run = dataclasses.replace(
+                        run, tables=write_tables(out, name, label, result.predictions, fields)
+                    )
+                runs.append(run)
+                every_run[name, seed, data_seed] = result.predictions
+                if seed == config.seeds[0] and data_seed == data_seeds[0]:
+                    predictions[name] = result.predictions
+                    if result.routing is not None:
+                        routing[name] = result.routing
+    assert first_data is not None  # data_seed_list is never empty
+    data, first = first_data, config.seeds[0]
     if state.is_main_process:
         with clock.stage("intervals, tests and noise floors"):
             settings = config.eval
@@ -242,9 +256,15 @@ def _prompt_lengths(tokenizer: Any, data: ComparisonData) -> list[int]:
     ]
 
 
-def _save_predictions(out: Path, name: str, seed: int, preds: dict[str, pd.DataFrame]) -> None:
+def data_train_root(train_root: Path, data_seed: int, several: bool) -> Path:
+    """Where a data seed's training runs go: ``train_root`` itself, or ``data-seed<N>/`` inside it when a
+    comparison runs over several data seeds (their runs train on different samples)."""
+    return train_root / f"data-seed{data_seed}" if several else train_root
+
+
+def _save_predictions(out: Path, name: str, label: str, preds: dict[str, pd.DataFrame]) -> None:
     folder = out / "predictions"
     folder.mkdir(parents=True, exist_ok=True)
     for split, frame in preds.items():
-        with atomic_path(folder / f"{name}-seed{seed}-{split}.parquet") as tmp:
+        with atomic_path(folder / f"{name}-{label}-{split}.parquet") as tmp:
             frame.to_parquet(tmp, index=False)

@@ -23,20 +23,25 @@ def question_tables(predictions: pd.DataFrame, fields: Sequence[str]) -> dict[st
     return {"distribution": distribution_table(predictions, fields), "entropy": entropy_table(predictions)}
 
 
-def table_path(kind: str, method: str, seed: int, split: str) -> Path:
-    """Where a table goes, relative to the report directory."""
-    return Path("tables") / f"{kind}-{method}-seed{seed}-{split}.csv"
+def table_path(kind: str, method: str, run: str, split: str) -> Path:
+    """Where a table goes, relative to the report directory; ``run`` names the seeds (`run_label`)."""
+    return Path("tables") / f"{kind}-{method}-{run}-{split}.csv"
+
+
+def run_label(seed: int, data_seed: int | None = None) -> str:
+    """``seed42``, or ``seed42-data1`` in a comparison over several data seeds."""
+    return f"seed{seed}" + ("" if data_seed is None else f"-data{data_seed}")
 
 
 def write_tables(
-    out: Path, method: str, seed: int, predictions: Mapping[str, pd.DataFrame], fields: Sequence[str]
+    out: Path, method: str, run: str, predictions: Mapping[str, pd.DataFrame], fields: Sequence[str]
 ) -> dict[str, dict[str, str]]:
     """Write every table of every split under ``out``; returns kind -> split -> path relative to ``out``."""
     (out / "tables").mkdir(parents=True, exist_ok=True)
     written: dict[str, dict[str, str]] = {}
     for split, frame in predictions.items():
         for kind, table in question_tables(frame, fields).items():
-            path = table_path(kind, method, seed, split)
+            path = table_path(kind, method, run, split)
             with atomic_path(out / path) as tmp:
                 table.to_csv(tmp, index=False)
             written.setdefault(kind, {})[split] = path.as_posix()
