@@ -83,6 +83,18 @@ class MethodRun:
     training: dict[str, Any] = field(default_factory=dict)
     data_seed: int = 0
 
+    def to_json(self) -> str:
+        return json.dumps(_jsonable(dataclasses.asdict(self)), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> MethodRun:
+        """Parse what `to_json` wrote; errors name ``source``."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{source}: not JSON ({err})") from None
+        return _build(cls, raw, source)
+
     def numbers(self) -> dict[str, Number]:
         """The run's numbers by table key: the `RUN_NUMBERS` fields and ``split.metric``."""
         flat: dict[str, Number] = {key: getattr(self, key) for key in RUN_NUMBERS}

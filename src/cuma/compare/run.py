@@ -37,7 +37,8 @@ from accelerate.utils import broadcast_object_list
 from cuma.atomic import atomic_path
 from cuma.compare.environment import machine, versions
 from cuma.compare.figures import make_figures
-from cuma.compare.methods_run import MethodRunner, Stopwatch
+from cuma.compare.finished import load_finished, save_finished
+from cuma.compare.methods_run import MethodResult, MethodRunner, Stopwatch
 from cuma.compare.preference_run import compare_preferences
 from cuma.compare.report import results_table, write_report
 from cuma.compare.report_dir import locked_report_dir
@@ -45,7 +46,7 @@ from cuma.compare.results import ComparisonResults, DataSummary, Machine, Method
 from cuma.compare.tables import run_label, write_tables
 from cuma.config import ExperimentConfig
 from cuma.data.chat_experiment import CHAT_DATASETS
-from cuma.data.experiment import SPLITS, ComparisonData, prepare_data
+from cuma.data.experiment import EVAL_SPLITS, SPLITS, ComparisonData, prepare_data
 from cuma.data.render import render_prompt
 from cuma.encoder import make_encoder
 from cuma.evaluation.topology import RoutingTrace
@@ -175,16 +176,31 @@ def _compare(
             tuple(resume_changed),
             clock,
         )
+        untrained: dict[str, MethodResult] = {}  # a prompting method's scores do not depend on the seed
+        scored = [split for split in EVAL_SPLITS if data.splits[split]]
         for seed in config.seeds:
             label = run_label(seed, data_seed if several else None)
             for name in methods:
-                result = runner.run(name, seed)
-                run = dataclasses.replace(result.run, data_seed=data_seed)
-                if state.is_main_process:
+                kept = load_finished(out, name, label, seeded, scored) if resume else None
+                if kept is not None:
+                    result = MethodResult(*kept)
+                elif name in untrained:
+                    done = untrained[name]
+                    result = MethodResult(dataclasses.replace(done.run, seed=seed), done.predictions)
+                else:
+                    result = runner.run(name, seed)
+                    result = dataclasses.replace(
+                        result, run=dataclasses.replace(result.run, data_seed=data_seed)
+                    )
+                if result.run.kind == "prompt":
+                    untrained.setdefault(name, result)
+                run = result.run
+                if state.is_main_process and kept is None:
                     _save_predictions(out, name, label, result.predictions)
                     run = dataclasses.replace(
                         run, tables=write_tables(out, name, label, result.predictions, fields)
                     )
+                    save_finished(out, name, label, run, seeded)
                 runs.append(run)
                 every_run[name, seed, data_seed] = result.predictions
                 if seed == config.seeds[0] and data_seed == data_seeds[0]:

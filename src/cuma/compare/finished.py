@@ -1,0 +1,55 @@
+"""Finished runs of a comparison, kept beside their predictions, so that ``--resume`` does not train or
+score them again.
+
+After a method and seed is scored, its record (`MethodRun`) goes to ``predictions/<method>-<run>.json``
+with the settings it ran under; a resumed comparison reuses it, and the run's prediction files, only when
+those settings are the current ones exactly (the output folder aside) and every prediction file is there.
+A reused run has no routing trace, so a routing figure needs its first run scored in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from cuma.atomic import atomic_path
+from cuma.compare.results import MethodRun
+from cuma.config import ExperimentConfig
+
+logger = logging.getLogger("cuma.compare")
+
+
+def _settings(config: ExperimentConfig) -> dict:
+    raw = config.to_dict()
+    raw.pop("output_dir")
+    return raw
+
+
+def save_finished(out: Path, name: str, label: str, run: MethodRun, config: ExperimentConfig) -> None:
+    """Record a scored run (its predictions must already be saved) under the settings it ran with."""
+    record = {"settings": _settings(config), "run": json.loads(run.to_json())}
+    with atomic_path(out / "predictions" / f"{name}-{label}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def load_finished(
+    out: Path, name: str, label: str, config: ExperimentConfig, splits: list[str]
+) -> tuple[MethodRun, dict[str, pd.DataFrame]] | None:
+    """The run and predictions `save_finished` kept, or None when there are none for these settings."""
+    folder = out / "predictions"
+    path = folder / f"{name}-{label}.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("settings") != json.loads(json.dumps(_settings(config))):
+        logger.info("%s %s: kept run has other settings; running it again", name, label)
+        return None
+    files = {split: folder / f"{name}-{label}-{split}.parquet" for split in splits}
+    if not all(file.is_file() for file in files.values()):
+        return None
+    run = MethodRun.from_json(json.dumps(record["run"]), str(path))
+    logger.info("%s %s: reusing the finished run in %s", name, label, folder)
+    return run, {split: pd.read_parquet(file) for split, file in files.items()}
