@@ -2,13 +2,14 @@
 respondents scored once.
 
 For every trainable methods entry and every rate of the grid, a comparison of that entry alone with
-``data.score_split=valid`` (its own report under ``<output_dir>/sweep/<entry>/lr<rate>``; a finished one is
-reused, so an interrupted sweep resumes where it stopped). The rate with the best validation score, averaged
-over ``seeds`` (log-loss by default: a proper score, lower is better; ties go to the smaller rate), becomes
-the entry's ``method_lr``. The final comparison runs every entry at its chosen rate on the test
-respondents, once, into ``output_dir``; ``sweep.json`` there records the grid, every validation score and
-the choices. A ``NAME@dpo`` entry is tuned on ``dpo.lr`` after its SFT entry has its rate; its sweep runs
-list the SFT entry first, at the chosen rate, since DPO starts from it.
+``data.score_split=valid``, one training seed (the first of ``seeds``) and the first data seed, in its own
+report under ``<output_dir>/sweep/<entry>/lr<rate>`` (a finished one is reused, so an interrupted sweep
+resumes where it stopped). The rate with the best validation score (log-loss by default: a proper score,
+lower is better; ties go to the smaller rate) becomes the entry's ``method_lr``. The final comparison runs
+every entry at its chosen rate on the test respondents, once, into ``output_dir``; ``sweep.json`` there
+records the grid, every validation score and the choices. A ``NAME@dpo`` entry is tuned on ``dpo.lr``
+after its SFT entry has its rate; its sweep runs list the SFT entry first (trained again there, at its
+chosen rate), since DPO starts from it.
 """
 
 from __future__ import annotations
@@ -86,7 +87,16 @@ def run_sweep(
         scores[entry] = {}
         for rate in grid:
             folder = out / "sweep" / entry / f"lr{rate:g}"
-            run = config.with_overrides(["data.score_split=valid", f"output_dir={folder}"])
+            # One training seed on the first data seed's validation respondents: a sweep over every seed
+            # would cost as much as the comparison times the grid.
+            run = config.with_data_seed(config.data_seed_list[0]).with_overrides(
+                [
+                    "data.score_split=valid",
+                    f"output_dir={folder}",
+                    f"seeds=[{config.seeds[0]}]",
+                    "data_seeds=[]",
+                ]
+            )
             run = _replace_methods(run, [*before, entry], {**{m: chosen[m] for m in before}, entry: rate})
             if not (folder / "results.json").is_file():
                 # An interrupted run continues from its checkpoints (a quick run keeps none).
