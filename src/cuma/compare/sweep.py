@@ -65,10 +65,15 @@ def parse_grid(text: str) -> list[float]:
 
 
 def run_sweep(
-    config: ExperimentConfig, grid: Sequence[float], metric: str = "log_loss", quick: bool = False
+    config: ExperimentConfig,
+    grid: Sequence[float],
+    metric: str = "log_loss",
+    quick: bool = False,
+    resume: bool = False,
 ) -> Path:
     """Tune every trainable entry of ``config.methods`` on ``grid`` (module docstring); return the final
-    report directory."""
+    report directory. ``resume`` continues an interrupted final comparison (the trials resume by
+    themselves)."""
     from cuma.compare.run import run_comparison
     from cuma.methods import get_method, split_entry
 
@@ -105,7 +110,7 @@ def run_sweep(
             logger.info("sweep %s lr %g: validation %s %.4f", entry, rate, metric, scores[entry][f"{rate:g}"])
         chosen[entry] = best_rate(scores[entry], metric)
     final = _replace_methods(config, list(config.methods), {**config.method_lr, **chosen})
-    report = run_comparison(final, quick=quick)
+    report = run_comparison(final, quick=quick, resume=resume)
     record = {"grid": list(grid), "metric": metric, "validation": scores, "chosen": chosen}
     with atomic_path(report / SWEEP_FILE) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -142,7 +147,7 @@ def main(args: argparse.Namespace) -> None:
     grid = parse_grid(args.grid)
     config = load_config(args.config or DEFAULT_CONFIG, args.overrides, quick=args.quick)
     main_process = log_from_main_process()
-    out = run_sweep(config, grid, args.metric, quick=args.quick)
+    out = run_sweep(config, grid, args.metric, quick=args.quick, resume=args.resume)
     if main_process:
         chosen = json.loads((out / SWEEP_FILE).read_text())["chosen"]
         print("chosen on validation: " + ", ".join(f"{k} lr {v:g}" for k, v in chosen.items()))
