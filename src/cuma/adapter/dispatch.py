@@ -6,14 +6,16 @@ movement, but it computes N experts where top-k routing uses k: its adapter cost
 
 ``sparse``: the token-expert pairs are sorted by expert, the tokens' rows gathered in that order, and
 each expert multiplies only its own slice (one ``torch.nn.functional.grouped_mm`` per projection, so no
-host-device synchronisation); the results are added back with ``index_add_``. Its adapter cost grows with
-``k * r`` plus a gather and a scatter of ``k`` rows per token, which at small ranks costs more than the
-experts it saves.
+host-device synchronisation); the results are added back with ``index_add_`` (on CUDA in no fixed order,
+so bitwise reproducible only under ``torch.use_deterministic_algorithms``). Its adapter cost grows with
+``k * r`` plus a gather and a scatter of k rows per token, which at small ranks costs more than the
+experts it saves. For backward it keeps the layer input (which the block keeps anyway) and k rows of
+rank r per token, where dense keeps 2 N*r values per token.
 
 `choose_dispatch` picks by that cost model: sparse when the dense form's extra expert columns,
-``(N - k) * r``, reach `SPARSE_MIN_SAVED_COLUMNS` (measured on CPU fp32, see benchmarks/layer.py:
-8 experts, top-2, r=64 saves 384 columns and runs sparse; r=8 saves 48 and stays dense). Soft routing
-and plain LoRA use every expert, so they are always dense; ``CuMAConfig.dispatch`` forces either form.
+``(N - k) * r``, reach `SPARSE_MIN_SAVED_COLUMNS`; with 8 experts and top-2 the paper's r=64 (384
+columns) runs sparse and r=8 (48) dense. Soft routing and plain LoRA use every expert, so they are
+always dense; ``CuMAConfig.dispatch`` forces either form (benchmarks/layer.py times both).
 
 Both forms give the same outputs and gradients (to float rounding). Every expert's A and B rows live in one
 parameter per adapter, so an expert that no token selected still belongs to the autograd graph: its rows
@@ -32,8 +34,9 @@ from cuma.adapter.config import CuMAConfig
 Dispatch = Literal["dense", "sparse"]
 
 SPARSE_MIN_SAVED_COLUMNS = 256
-"""Sparse pays off once it skips this many expert columns per token, ``(num_experts - top_k) * rank``:
-the gather and scatter of k rows per token cost about as much as that many columns of the two GEMMs."""
+"""Sparse pays off once it skips this many expert columns per token, ``(num_experts - top_k) * rank``.
+On one CPU thread (fp32, in=out=2048, 8 experts, top-2) the two forms cost the same near r=28 (168
+columns); more threads add a synchronisation per expert GEMM to the sparse form, hence the margin."""
 
 
 GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
