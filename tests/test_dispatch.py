@@ -47,15 +47,8 @@ class Block(nn.Module):
 
 
 def make(preset: str, overrides: dict[str, Any], dispatch: str) -> Block:
-    config = CuMAConfig.from_preset(
-        preset,
-        rank=RANK,
-        num_experts=4,
-        router_hidden_size=5,
-        demographic_input_dim=DEMO,
-        dispatch=dispatch,
-        **overrides,
-    )
+    settings = {"rank": RANK, "num_experts": 4, "router_hidden_size": 5, **overrides}
+    config = CuMAConfig.from_preset(preset, demographic_input_dim=DEMO, dispatch=dispatch, **settings)
     return Block(config)
 
 
@@ -115,6 +108,31 @@ def test_sparse_equals_dense_outputs_and_gradients(preset: str, overrides: dict[
     for dense, sparse in zip(*results, strict=True):
         torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-5)
     assert all(g.abs().sum() > 0 for g in results[1][4:]), "the router learns through the sparse form"
+
+
+def test_soft_routing_under_auto_is_dense_and_matches_the_naive_loop() -> None:
+    """At a rank where top-k routing would go sparse, soft routing (every expert weighted) stays dense."""
+    block = make("cuma-soft", {"rank": 64, "num_experts": 8}, "auto")
+    top_2 = CuMAConfig.from_preset("cuma", rank=64, num_experts=8)
+    assert choose_dispatch(top_2, IN, OUT, torch.float32) == "sparse"
+    assert choose_dispatch(block.config, IN, OUT, torch.float32) == "dense"
+    x, d, probe = inputs()
+    fast = run(block, x, d, probe)
+    block.zero_grad()
+    slow = run(block, x, d, probe, fn=lambda x, d: naive(block, x, d))
+    for got, expected in zip(fast, slow, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_equals_dense_in_bf16_autocast() -> None:
+    x, d, probe = inputs()
+    results = []
+    for dispatch in ("dense", "sparse"):
+        block = make("cuma", {"rank": 8}, dispatch)  # multiples of 8: grouped_mm's bf16 rows
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results.append(run(block, x, d, probe))
+    for dense, sparse in zip(*results, strict=True):
+        torch.testing.assert_close(sparse.float(), dense.float(), rtol=2e-2, atol=2e-2)
 
 
 def routed_to_first_experts(block: Block) -> Block:
