@@ -110,6 +110,15 @@ def test_question_without_train_answers_is_named(name):
         REFERENCE_BASELINES[name](train, test, FIELDS)
 
 
+@pytest.mark.parametrize("name", sorted(REFERENCE_BASELINES))
+def test_every_reference_takes_validation_and_pool_answers(name):
+    # The comparison calls every reference alike; those that do not learn from them ignore them.
+    train = _mapped("q", {("a", "f"): 1, ("b", "m"): 2}, 3)
+    test = _mapped("q", {("a", "f"): 1, ("b", "m"): 2}, 1)
+    predictions = REFERENCE_BASELINES[name](train, test, FIELDS, BaselineConfig(), valid=test, pool=train)
+    assert list(predictions["question_id"]) == list(test["question_id"])
+
+
 def test_missing_field_column_is_named():
     train = _answers("q", [1, 2], country=["a", "b"])
     with pytest.raises(ValueError, match="sex"):

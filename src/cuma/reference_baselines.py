@@ -61,6 +61,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import OneHotEncoder
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from cuma.metrics.frame import (
@@ -330,6 +331,7 @@ def _cell_question(
     return vectors, np.array([cell not in counts for cell in cells], dtype=bool)
 
 
+@threadpool_limits.wrap(limits=1)
 def _logistic(
     fit: pd.DataFrame,
     test: pd.DataFrame,
@@ -339,7 +341,11 @@ def _logistic(
     progress: str,
     fit_name: str = "train",
 ) -> pd.DataFrame:
-    """The logistic references: choose one C (`_choose_C`), then fit each test question on ``fit``."""
+    """The logistic references: choose one C (`_choose_C`), then fit each test question on ``fit``.
+
+    The fits are small (one question's rows, a few dozen one-hot columns): BLAS threads only add overhead
+    there (ten times the time and more, measured on a busy 2-core machine), so they run on one.
+    """
     test, by_question = _prepare(fit, test, fields, need_fields=True, fit_name=fit_name)
     fit_groups = dict(tuple(fit.groupby("question_id", sort=False)))
     held = None if valid is None else _validation_groups(valid, fit_groups, fields, fit_name)
