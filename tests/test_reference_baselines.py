@@ -107,7 +107,7 @@ def test_question_without_train_answers_is_named(name):
     train = _answers("q1", [1, 2], country=["a", "b"], sex=["f", "m"])
     test = _answers("q2", [1, 2], country=["a", "b"], sex=["f", "m"])
     with pytest.raises(ValueError, match="'q2'"):
-        REFERENCE_BASELINES[name](train, test, FIELDS)
+        REFERENCE_BASELINES[name](train, test, FIELDS, pool=train)
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_BASELINES))
