@@ -74,6 +74,9 @@ def test_every_method_and_reference_is_scored_on_both_splits(results):
     assert params["base"] == params["persona"] == 0 and params["lora"] > 0 and params["cuma"] > 0
     assert results["topology"]["cuma"]["experts"] == 8
     assert set(results["timings"]) >= {"load and split data", "cuma seed 42: train", "total"}
+    cuma = next(run for run in results["runs"] if run["method"] == "cuma")
+    assert -1 <= cuma["metrics"]["train"]["gradient_cosine"] <= 1  # the interference diagnostic ran
+    assert any(figure["file"] == "figures/interference-cuma.png" for figure in results["figures"])
 
 
 def test_runs_record_each_methods_resolved_settings(report, results):

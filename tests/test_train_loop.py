@@ -179,3 +179,11 @@ def test_a_step_without_answer_tokens_is_an_error(tmp_path):
 def test_prompting_methods_have_nothing_to_train(tmp_path):
     with pytest.raises(ValueError, match="'persona' has nothing to train"):
         run("persona", toy_config(), tmp_path)
+
+
+def test_one_process_trains_at_one_precision_then_at_another(tmp_path):
+    """accelerate keeps one precision per process; the trainer starts its state again for another."""
+    for i, precision in enumerate(("bf16", "fp32", "bf16")):
+        config = toy_config(precision=precision, max_steps=1)
+        train(toy_method("lora", config), toy_rows(4), toy_collate, config.train, tmp_path / f"run{i}")
+        assert AcceleratorState().mixed_precision == ("no" if precision == "fp32" else "bf16")

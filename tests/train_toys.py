@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.state import AcceleratorState
 
 from cuma.config import ExperimentConfig, TrainConfig
 from cuma.methods import PreparedModel, build_method
@@ -69,7 +68,6 @@ def run(
     **kwargs: Any,
 ) -> tuple[PreparedModel, TrainResult]:
     """Build ``method`` on a fresh tiny model and train it on the toy rows."""
-    AcceleratorState._reset_state(reset_partial_state=True)  # precision may differ between tests
     prepared = toy_method(method, config, family)
     result = train(prepared, rows or toy_rows(), toy_collate, config.train, output_dir, **kwargs)
     return prepared, result

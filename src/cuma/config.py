@@ -292,6 +292,14 @@ class EvalConfig(Checked):
             "0.05), or auto (fp32 on every device; see cuma/precision.py)."
         ),
     )
+    interference_examples: int | None = field(
+        default=16,
+        metadata=doc(
+            "Training answers per main_group group behind the gradient-interference diagnostic of each "
+            "trained adapter (first seed; cuma.evaluation.interference); null = not measured.",
+            AT_LEAST_1,
+        ),
+    )
     routing_tokens: RoutingTokens = field(
         default="answer",
         metadata=doc("Routing topology from the answer position, or averaged over the whole prompt."),

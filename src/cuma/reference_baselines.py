@@ -234,6 +234,7 @@ REFERENCE_BASELINES: dict[str, Callable[..., pd.DataFrame]] = {
     "majority": population_majority,
     "cell-majority": cell_majority,
     "logistic": logistic_regression,
+    "logistic-pool": logistic_pool,
     **CALIBRATION_BASELINES,
 }
 """Method name (as in configs) -> baseline ``(train, test, fields, config, *, valid=None, pool=None) ->

@@ -23,12 +23,13 @@ from cuma.config import ExperimentConfig
 from cuma.data.examples import average_orders, examples_frame
 from cuma.data.experiment import EVAL_SPLITS, SPLITS, ComparisonData
 from cuma.evaluation.few_shot import add_shots
+from cuma.evaluation.interference import GradientInterference, gradient_interference
 from cuma.evaluation.scoring import score_examples
 from cuma.evaluation.topology import RoutingCollector, RoutingTrace
 from cuma.methods import PreparedModel, entry_config
 from cuma.metrics import summarize
 from cuma.processes import process_state
-from cuma.reference_baselines import REFERENCE_BASELINES, BaselineConfig
+from cuma.reference_baselines import REFERENCE_BASELINES, BaselineConfig, fitted_settings
 from cuma.train.layout import run_identity, train_dir
 from cuma.train.recipe import starting_method, training_recipe
 from cuma.train.trainer import train
@@ -58,6 +59,7 @@ class MethodResult:
     run: MethodRun
     predictions: dict[str, pd.DataFrame]
     routing: RoutingTrace | None = None
+    interference: GradientInterference | None = None
 
 
 @dataclass
@@ -84,6 +86,7 @@ class MethodRunner:
     resume: bool = False
     resume_changed: tuple[str, ...] = ()
     clock: Stopwatch = field(default_factory=Stopwatch)
+    _frames: dict[str, pd.DataFrame | None] = field(default_factory=dict, init=False, repr=False)
 
     def run(self, name: str, seed: int) -> MethodResult:
         if name in REFERENCE_BASELINES:
@@ -132,6 +135,26 @@ class MethodRunner:
             }
         # Training (accelerate) already runs on this process's device; scoring follows it.
         prepared.to(process_state().device)
+        interference = None
+        if prepared.spec.kind == "adapter" and config.eval.interference_examples and seed == config.seeds[0]:
+            stage = f"{entry} seed {seed}: gradient interference"
+            with self.clock.stage(stage):
+                interference = gradient_interference(
+                    prepared,
+                    self.tokenizer,
+                    self.data.examples("train", persona),
+                    self.main_group,
+                    per_group=config.eval.interference_examples,
+                    max_length=config.data.max_length,
+                    seed=config.data.seed,
+                )
+            training["interference"] = interference.to_dict()
+            logger.info(
+                "%s: mean gradient cosine between %s groups %.3f",
+                entry,
+                self.main_group,
+                interference.mean_cosine,
+            )
         predictions, metrics, collectors = {}, {}, {}
         stage = f"{entry} seed {seed}: score"
         with self.clock.stage(stage):
@@ -167,6 +190,9 @@ class MethodRunner:
                 predictions[split] = frames[0] if len(frames) == 1 else average_orders(frames)
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
                 logger.info("%s seed %d %s: accuracy %.3f", entry, seed, split, metrics[split]["accuracy"])
+        if interference is not None:
+            # Measured on training answers, so it sits under "train" beside the scored splits.
+            metrics["train"] = {"gradient_cosine": interference.mean_cosine}
         adapter = prepared.spec.kind == "adapter"
         run = MethodRun(
             method=entry,
@@ -186,25 +212,30 @@ class MethodRunner:
         routing = (
             RoutingTrace.from_collectors(collectors, predictions, self.fields, SPLITS) if collectors else None
         )
-        return MethodResult(run, predictions, routing)
+        return MethodResult(run, predictions, routing, interference)
 
     def _reference(self, name: str, seed: int) -> MethodResult:
         start = time.perf_counter()
-        train_frame = examples_frame(self.data.splits["train"])
         features = self.cell_fields if name == "cell-majority" else self.fields
         settings = BaselineConfig(seed=seed)
+        fit = {"valid": self._frame("valid"), "pool": self._frame("pool")}
         predictions, metrics = {}, {}
         for split in EVAL_SPLITS:
             if self.data.splits[split]:
-                test_frame = examples_frame(self.data.splits[split])
-                predictions[split] = REFERENCE_BASELINES[name](train_frame, test_frame, features, settings)
+                predictions[split] = REFERENCE_BASELINES[name](
+                    self._frame("train"), self._frame(split), features, settings, **fit
+                )
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
         run = MethodRun(
             method=name,
             seed=seed,
             kind="reference",
             adapter_config=None,
-            settings={**dataclasses.asdict(settings), "fields": features},
+            settings={
+                **dataclasses.asdict(settings),
+                "fields": features,
+                **fitted_settings(next(iter(predictions.values()))),
+            },
             persona_in_prompt=None,
             uses_demographics=None,
             trainable_params=None,
@@ -214,6 +245,14 @@ class MethodRunner:
             metrics=metrics,
         )
         return MethodResult(run, predictions)
+
+    def _frame(self, name: str) -> pd.DataFrame | None:
+        """The answer frame of a split, the training pool (``pool``) or the validation answers (``valid``),
+        built once per comparison; None when there are none."""
+        if name not in self._frames:
+            rows = getattr(self.data, name) if name in ("pool", "valid") else self.data.splits[name]
+            self._frames[name] = examples_frame(rows) if rows else None
+        return self._frames[name]
 
 
 def parameter_count(prepared: PreparedModel) -> tuple[int, float]:

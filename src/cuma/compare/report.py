@@ -80,6 +80,7 @@ TABLE_COLUMNS = (
     Column("heldout.log_loss", "Zero-shot log-loss ↓ (held-out profiles)"),
     Column("heldout.accuracy", "Zero-shot accuracy ↑ (argmax)"),
     Column("heldout.wvb_argmax_emd_mean", "Zero-shot EMD ↓ (argmax)"),
+    Column("train.gradient_cosine", "Gradient cosine between groups (training answers)"),
 )
 
 DIFFERENCE_COLUMNS = (
@@ -100,6 +101,10 @@ FLOOR_ROW = "noise floor (group truth)"
 """The table row of the noise floors (`cuma.metrics.noise_floor`)."""
 
 TABLE_NOTES = (
+    "Gradient cosine: mean off-diagonal cosine between the main group's per-group gradients of the answer "
+    "loss in the trained adapter's weights, on training answers (first seed; cuma.evaluation.interference): "
+    "negative means the groups pull the shared weights apart (the paper's mean collapse); the figure shows "
+    "the matrix, and per expert for a mixture.",
     "Log-loss: mean of −ln p(the respondent's answer), p clipped at 2.2e-16 as scikit-learn does; Brier: "
     "mean over answers of the sum over options of (p − 1[answer])², 0–2 (the multi-class convention; half "
     "of it is the binary one); both are proper scores of each person's own answer and lead the table.",

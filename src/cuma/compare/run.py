@@ -42,13 +42,15 @@ from cuma.compare.methods_run import MethodResult, MethodRunner, Stopwatch
 from cuma.compare.preference_run import compare_preferences
 from cuma.compare.report import results_table, write_report
 from cuma.compare.report_dir import locked_report_dir
-from cuma.compare.results import ComparisonResults, DataSummary, Machine, MethodRun
+from cuma.compare.results import ComparisonResults, DataSummary, Figure, Machine, MethodRun
 from cuma.compare.tables import run_label, write_tables
 from cuma.config import ExperimentConfig
 from cuma.data.chat_experiment import CHAT_DATASETS
 from cuma.data.experiment import EVAL_SPLITS, SPLITS, ComparisonData, prepare_data
 from cuma.data.render import render_prompt
 from cuma.encoder import make_encoder
+from cuma.evaluation.interference import GradientInterference
+from cuma.evaluation.interference_plot import plot_interference
 from cuma.evaluation.topology import RoutingTrace
 from cuma.judges import Judge
 from cuma.metrics import BootstrapConfig, comparison_evidence, population_frame
@@ -146,11 +148,13 @@ def _compare(
     predictions: dict[str, dict[str, pd.DataFrame]] = {}  # the first (seed, data seed)'s, for the figures
     every_run: dict[tuple[str, int, int], dict[str, pd.DataFrame]] = {}  # (method, seed, data seed)
     routing: dict[str, RoutingTrace] = {}
+    interference: dict[str, GradientInterference] = {}
     state = process_state()
     first_data: ComparisonData | None = None
     for data_seed in data_seeds:
         seeded = config.with_data_seed(data_seed)
-        with clock.stage(f"load and split data (data seed {data_seed})"):
+        which = f" (data seed {data_seed})" if several else ""
+        with clock.stage(f"load and split data{which}"):
             data = prepare_data(seeded.data)
         fields = config.eval.group_fields or data.survey.profile_fields
         main_group = config.eval.main_group or fields[0]
@@ -159,7 +163,7 @@ def _compare(
         root = data_train_root(train_root, data_seed, several)
         if resume:
             check_resume(root, seeded, methods, base, data, resume_changed)
-        with clock.stage(f"encode profiles (data seed {data_seed})"):
+        with clock.stage(f"encode profiles{which}"):
             data = data.with_embeddings(encoder)
         first_data = first_data or data
         runner = MethodRunner(
@@ -207,6 +211,8 @@ def _compare(
                     predictions[name] = result.predictions
                     if result.routing is not None:
                         routing[name] = result.routing
+                    if result.interference is not None:
+                        interference[name] = result.interference
     assert first_data is not None  # data_seed_list is never empty
     data, first = first_data, config.seeds[0]
     if state.is_main_process:
@@ -221,6 +227,13 @@ def _compare(
             )
         with clock.stage("figures and report"):
             figures, topology = make_figures(out, predictions, routing, main_group, first, evidence)
+            for name, result in interference.items():
+                path = plot_interference(result, out / "figures" / f"interference-{name}.png")
+                title = (
+                    f"{name}: cosine of the {main_group} groups' answer-loss gradients (mean off-diagonal "
+                    f"{result.mean_cosine:.3f}; negative = the groups pull the weights apart)"
+                )
+                figures.append(Figure(title, path.relative_to(out).as_posix()))
             clock.timings["total"] = time.perf_counter() - started
             results = ComparisonResults(
                 title=f"CuMA comparison on {config.data.dataset}" + (" (quick)" if quick else ""),

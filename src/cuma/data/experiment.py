@@ -76,6 +76,9 @@ class ComparisonData:
         cells: the held-out cells, each a field -> value mapping (empty: no zero-shot split).
         option_order: ``data.option_order``: how the options are shown (see the module docstring).
         seed: ``data.seed``, which also seeds the shuffled option orders.
+        pool: every training-split answer before sampling (the references may fit on all of it).
+        valid: every validation answer, on which the references choose their regularisation; empty when
+            the validation respondents are the scored ones (``data.score_split=valid``).
     """
 
     survey: Survey
@@ -85,6 +88,8 @@ class ComparisonData:
     cells: list[dict[str, str]]
     option_order: str = "fixed"
     seed: int = 0
+    pool: list[SurveyExample] = dataclasses.field(default_factory=list)
+    valid: list[SurveyExample] = dataclasses.field(default_factory=list)
 
     def examples(self, split: str, persona: bool) -> list[SurveyExample]:
         """A split's examples, with or without the profile in the system prompt."""
@@ -182,7 +187,10 @@ def prepare_data(config: DataConfig) -> ComparisonData:
         "test": len(split.groups["test"]),
         "heldout": len({ex.respondent_id for ex in heldout}),
     }
-    return ComparisonData(survey, splits, twins, respondents, cells, config.option_order, config.seed)
+    valid = list(split.valid) if config.score_split != "valid" else []
+    return ComparisonData(
+        survey, splits, twins, respondents, cells, config.option_order, config.seed, list(split.train), valid
+    )
 
 
 def _sample(rows: Sequence[SurveyExample], n: int | None, seed: int, name: str) -> list[SurveyExample]:

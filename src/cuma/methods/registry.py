@@ -12,7 +12,8 @@ What each method sees (the paper's ablations hinge on it):
   keeps the persona prompt, so against ``cuma`` it isolates the routing signal. The paper's released
   "w/o demographic" run instead kept the routing and dropped the persona; reproduce that with
   ``cuma`` and ``data.persona_in_prompt=false``.
-* ``majority``, ``cell-majority`` and ``logistic`` are the non-LLM reference points, and ``random-draw``,
+* ``majority``, ``cell-majority``, ``logistic`` and ``logistic-pool`` are the non-LLM reference points,
+  and ``random-draw``,
   ``shuffled-truth`` and ``always-first`` the calibration rows (`cuma.reference_baselines`); they are
   listed here so that one registry validates a config, and are run by the evaluation code, not built here.
 """
@@ -79,6 +80,7 @@ _SPECS = [
     MethodSpec("majority", "reference", "population majority answer per question"),
     MethodSpec("cell-majority", "reference", "majority answer of the respondent's demographic cell"),
     MethodSpec("logistic", "reference", "multinomial logistic regression per question on the profile"),
+    MethodSpec("logistic-pool", "reference", "the logistic regression fitted on every training-split answer"),
     MethodSpec("random-draw", "reference", "calibration row: an answer drawn from the training distribution"),
     MethodSpec("shuffled-truth", "reference", "calibration row: true answers permuted among respondents"),
     MethodSpec("always-first", "reference", "calibration row: the first option for everyone"),

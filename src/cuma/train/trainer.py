@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -165,9 +166,16 @@ def _train(
         logger.warning("%s; resuming from an earlier checkpoint", problem)
     if existing and start is None:
         raise CheckpointError(f"no valid checkpoint to resume in {root}: " + "; ".join(skipped))
+    mixed_precision = MIXED_PRECISION[resolve_precision(config.precision, "train").name]
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        # accelerate keeps one precision per process and refuses another; a process that trains twice at
+        # different precisions (a notebook, a test session) starts its state again. The process group
+        # lives in PartialState, which is kept. (accelerate's own reset; it has no public one.)
+        AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=cpu_only(),
-        mixed_precision=MIXED_PRECISION[resolve_precision(config.precision, "train").name],
+        mixed_precision=mixed_precision,
         log_with=trackers(config) or None,
         project_dir=str(output_dir),
     )
