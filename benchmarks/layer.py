@@ -232,7 +232,7 @@ def main() -> None:
         "No adapter can beat the frozen base linear it wraps, so reference/base bounds any speed-up."
     )
     for unit, label, rank, dtype, t in summary:
-        auto = "cuma-" + choose_dispatch(cuma_config(rank), HIDDEN, HIDDEN, dtype)
+        auto = "cuma-" + choose_dispatch(cuma_config(rank), HIDDEN, HIDDEN, dtype, sequences * length)
         speedup = t[("reference", "fwd+bwd")] / t[(auto, "fwd+bwd")]
         overhead = t[(auto, "fwd+bwd")] / t[("base", "fwd+bwd")]
         other = "cuma-dense" if auto == "cuma-sparse" else "cuma-sparse"

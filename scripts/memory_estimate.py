@@ -225,12 +225,12 @@ def markdown(table: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def expert_dispatch(config: Qwen3Config, adapter: CuMAConfig | None) -> str:
+def expert_dispatch(config: Qwen3Config, adapter: CuMAConfig | None, tokens: int) -> str:
     """The form ``dispatch='auto'`` picks for q_proj in bf16 (the same for every target of these models)."""
     if adapter is None or not adapter.has_router:
         return "dense"
     q_out = config.num_attention_heads * config.head_dim
-    return choose_dispatch(adapter, config.hidden_size, q_out, torch.bfloat16)
+    return choose_dispatch(adapter, config.hidden_size, q_out, torch.bfloat16, tokens)
 
 
 def main() -> None:
@@ -255,7 +255,7 @@ def main() -> None:
     counts = count_parameters(config, experiment, args.method, ENCODER_DIMS[encoder])
     batch = args.batch or experiment.train.batch_size
     length = args.seq_len or experiment.data.max_length
-    dispatch = expert_dispatch(config, counts.adapter)
+    dispatch = expert_dispatch(config, counts.adapter, batch * length)
     per_layer = activation_bytes(config, counts.adapter, dispatch)
     print(
         f"{experiment.model.name} ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "

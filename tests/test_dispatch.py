@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from cuma.adapter import CuMAConfig, MixtureLoRALinear, Router, RoutingState
-from cuma.adapter.dispatch import SPARSE_MIN_SAVED_COLUMNS, choose_dispatch
+from cuma.adapter.dispatch import SPARSE_MIN_SAVED_COLUMNS, SPARSE_MIN_TOKENS, choose_dispatch
 from cuma.adapter.router import use_routing
 
 ADAPTER = "default"
@@ -114,8 +114,8 @@ def test_soft_routing_under_auto_is_dense_and_matches_the_naive_loop() -> None:
     """At a rank where top-k routing would go sparse, soft routing (every expert weighted) stays dense."""
     block = make("cuma-soft", {"rank": 64, "num_experts": 8}, "auto")
     top_2 = CuMAConfig.from_preset("cuma", rank=64, num_experts=8)
-    assert choose_dispatch(top_2, IN, OUT, torch.float32) == "sparse"
-    assert choose_dispatch(block.config, IN, OUT, torch.float32) == "dense"
+    assert choose_dispatch(top_2, IN, OUT, torch.float32, SPARSE_MIN_TOKENS) == "sparse"
+    assert choose_dispatch(block.config, IN, OUT, torch.float32, SPARSE_MIN_TOKENS) == "dense"
     x, d, probe = inputs()
     fast = run(block, x, d, probe)
     block.zero_grad()
@@ -181,13 +181,15 @@ def config(**overrides: Any) -> CuMAConfig:
     return CuMAConfig.from_preset("cuma", **overrides)
 
 
-def test_auto_rule_keeps_small_ranks_dense_and_sends_the_papers_rank_sparse() -> None:
+def test_auto_rule_keeps_small_ranks_and_short_calls_dense_and_trains_the_papers_rank_sparse() -> None:
     assert (8 - 2) * 8 < SPARSE_MIN_SAVED_COLUMNS <= (8 - 2) * 64
-    assert choose_dispatch(config(rank=8), 2048, 2048, torch.float32) == "dense"
-    assert choose_dispatch(config(rank=64), 4096, 1024, torch.float32) == "sparse"
-    assert choose_dispatch(config(rank=64), 4096, 1024, torch.bfloat16) == "sparse"
-    assert choose_dispatch(config(rank=64, dispatch="dense"), 4096, 1024, torch.float32) == "dense"
-    assert choose_dispatch(config(rank=8, dispatch="sparse"), 4096, 1024, torch.float32) == "sparse"
+    tokens = SPARSE_MIN_TOKENS
+    assert choose_dispatch(config(rank=8), 2048, 2048, torch.float32, tokens) == "dense"
+    assert choose_dispatch(config(rank=64), 4096, 1024, torch.float32, tokens) == "sparse"
+    assert choose_dispatch(config(rank=64), 4096, 1024, torch.bfloat16, tokens) == "sparse"
+    assert choose_dispatch(config(rank=64), 4096, 1024, torch.bfloat16, tokens - 1) == "dense"  # decoding
+    assert choose_dispatch(config(rank=64, dispatch="dense"), 4096, 1024, torch.float32, tokens) == "dense"
+    assert choose_dispatch(config(rank=8, dispatch="sparse"), 4096, 1024, torch.float32, 1) == "sparse"
 
 
 @pytest.mark.parametrize(
@@ -204,9 +206,9 @@ def test_auto_is_dense_where_sparse_cannot_run_and_forcing_sparse_there_names_th
     overrides: dict[str, Any], in_features: int, dtype: torch.dtype
 ) -> None:
     settings = {"rank": 64, **overrides}
-    assert choose_dispatch(config(**settings), in_features, 1024, dtype) == "dense"
+    assert choose_dispatch(config(**settings), in_features, 1024, dtype, SPARSE_MIN_TOKENS) == "dense"
     with pytest.raises(ValueError, match=r"model\.q_proj: CuMAConfig\.dispatch='sparse' needs"):
-        choose_dispatch(config(**settings, dispatch="sparse"), in_features, 1024, dtype, "model.q_proj")
+        choose_dispatch(config(**settings, dispatch="sparse"), in_features, 1024, dtype, 1, "model.q_proj")
 
 
 def test_dispatch_is_validated_and_old_configs_without_it_load_as_auto() -> None:

@@ -13,9 +13,11 @@ experts it saves. For backward it keeps the layer input (which the block keeps a
 rank r per token, where dense keeps 2 N*r values per token.
 
 `choose_dispatch` picks by that cost model: sparse when the dense form's extra expert columns,
-``(N - k) * r``, reach `SPARSE_MIN_SAVED_COLUMNS`; with 8 experts and top-2 the paper's r=64 (384
-columns) runs sparse and r=8 (48) dense. Soft routing and plain LoRA use every expert, so they are
-always dense; ``CuMAConfig.dispatch`` forces either form (benchmarks/layer.py times both).
+``(N - k) * r``, reach `SPARSE_MIN_SAVED_COLUMNS` and the call has at least `SPARSE_MIN_TOKENS` tokens
+(the sparse form launches about four times as many kernels, a fixed cost that only long inputs repay;
+a decoding step stays dense). With 8 experts and top-2 the paper's r=64 (384 columns) trains sparse and
+r=8 (48) dense. Soft routing and plain LoRA use every expert, so they are always dense;
+``CuMAConfig.dispatch`` forces either form (benchmarks/layer.py times both).
 
 Both forms give the same outputs and gradients (to float rounding). Every expert's A and B rows live in one
 parameter per adapter, so an expert that no token selected still belongs to the autograd graph: its rows
@@ -39,6 +41,9 @@ On one CPU thread (fp32, in=out=2048, 8 experts, top-2) the two forms cost the s
 columns); more threads add a synchronisation per expert GEMM to the sparse form, hence the margin."""
 
 
+SPARSE_MIN_TOKENS = 1024
+"""Fewest tokens in one call for which ``dispatch='auto'`` goes sparse."""
+
 GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 """The dtypes ``torch.nn.functional.grouped_mm`` multiplies (float64 layers are always dense)."""
 
@@ -55,9 +60,14 @@ def grouped_mm_fits(config: CuMAConfig, in_features: int, out_features: int, dty
 
 
 def choose_dispatch(
-    config: CuMAConfig, in_features: int, out_features: int, dtype: torch.dtype, layer: str = "layer"
+    config: CuMAConfig,
+    in_features: int,
+    out_features: int,
+    dtype: torch.dtype,
+    tokens: int,
+    layer: str = "layer",
 ) -> Dispatch:
-    """The form a call of ``layer`` uses (the rule is in the module docstring)."""
+    """The form a call of ``layer`` on ``tokens`` tokens uses (the rule is in the module docstring)."""
     sparse_possible = config.routing == "topk" and config.top_k < config.num_experts
     fits = grouped_mm_fits(config, in_features, out_features, dtype)
     if config.dispatch == "sparse":
@@ -77,7 +87,7 @@ def choose_dispatch(
     if config.dispatch == "dense" or not (sparse_possible and fits):
         return "dense"
     saved = (config.num_experts - config.top_k) * config.rank
-    return "sparse" if saved >= SPARSE_MIN_SAVED_COLUMNS else "dense"
+    return "sparse" if saved >= SPARSE_MIN_SAVED_COLUMNS and tokens >= SPARSE_MIN_TOKENS else "dense"
 
 
 def add_dense(

@@ -107,7 +107,7 @@ class MixtureLoRALinear(nn.Module, BaseTunerLayer):
             add_dense(result, inputs, lora_a, lora_b, None, config)
         else:
             gates = gates.to(dtype).expand(*x.shape[:-1], config.num_experts).reshape(-1, config.num_experts)
-            form = choose_dispatch(config, self.in_features, self.out_features, dtype, self.name)
+            form = choose_dispatch(config, self.in_features, self.out_features, dtype, len(flat), self.name)
             (add_sparse if form == "sparse" else add_dense)(result, inputs, lora_a, lora_b, gates, config)
         return result.view(*x.shape[:-1], self.out_features)
 
