@@ -293,10 +293,11 @@ class EvalConfig(Checked):
         ),
     )
     interference_examples: int | None = field(
-        default=16,
+        default=None,
         metadata=doc(
             "Training answers per main_group group behind the gradient-interference diagnostic of each "
-            "trained adapter (first seed; cuma.evaluation.interference); null = not measured.",
+            "trained adapter (first seed; cuma.evaluation.interference), e.g. 16: a forward and backward "
+            "pass per answer, minutes per adapter on 2 CPU cores; null = not measured.",
             AT_LEAST_1,
         ),
     )

@@ -30,7 +30,7 @@ QUICK_OVERRIDES = {
         "precision": "fp32",
         "report_to": [],
     },
-    "eval": {"batch_size": 32, "precision": "fp32"},
+    "eval": {"batch_size": 32, "precision": "fp32", "interference_examples": 4},
 }
 """Sections and fields a quick run replaces; everything else (dataset, methods, cells, seeds) is kept."""
 
