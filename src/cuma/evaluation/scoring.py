@@ -126,8 +126,9 @@ def score_examples(
     """Score every example and return the predictions DataFrame (`cuma.metrics.frame.PREDICTIONS_SCHEMA`),
     with how it ran in ``attrs["scoring"]`` (a `ScoringRecord` as a dict).
 
-    Every prompt is rendered and checked before the first forward pass, then batched longest first:
-    similar lengths share a batch (less padding) and memory peaks on the first batch.
+    Every prompt is rendered and checked before the first forward pass. Prompts on a shared prefix run
+    first, group by group; the others are batched longest first: similar lengths share a batch (less
+    padding) and memory peaks on the first batch.
 
     Args:
         model: a `PreparedModel`, or any causal LM returning ``.logits`` (see the module docstring).
@@ -158,7 +159,7 @@ def score_examples(
     device = next(model.parameters()).device
     resolved = resolve_precision(precision, "eval", device.type)
     cached = cache_call(model)
-    reason = _prefix_obstacle(model, cached, routing, reuse_prefix)
+    reason = _prefix_obstacle(cached, routing, reuse_prefix)
     groups = [] if reason else plan_prefix_groups(rows, use_embeddings)
     probs: list[np.ndarray | None] = [None] * len(rows)
     was_training = model.training
@@ -235,9 +236,7 @@ def _vector_key(example: Any) -> bytes:
     return torch.as_tensor(example.embedding, dtype=torch.float32).numpy().tobytes()
 
 
-def _prefix_obstacle(
-    model: nn.Module, cached: Callable[..., Any] | None, routing: RoutingCollector | None, reuse: bool
-) -> str:
+def _prefix_obstacle(cached: Callable[..., Any] | None, routing: RoutingCollector | None, reuse: bool) -> str:
     """Why this call cannot reuse prefixes, or "" when it can."""
     if not reuse:
         return "off (reuse_prefix=False)"
@@ -290,32 +289,27 @@ def _score_on_prefixes(
     vectors = partial(_vectors, device=device) if collator.demographics else lambda examples: None
     for chunk in _group_chunks(groups, batch_size):
         firsts = [rows[group.rows[0]] for group in chunk]
-        prefix_ids, prefix_mask = pad_token_rows(
-            [row.input_ids[: group.length] for row, group in zip(firsts, chunk, strict=True)], pad, "right"
-        )
-        prefix_mask = prefix_mask.to(device)
+        prefixes = [row.input_ids[: group.length] for row, group in zip(firsts, chunk, strict=True)]
+        ids, prefix_mask = (t.to(device) for t in pad_token_rows(prefixes, pad, "right"))
         cache = DynamicCache()
         call(
-            prefix_ids.to(device),
+            ids,
             prefix_mask,
             demographic_embeds=vectors([row.example for row in firsts]),
             position_ids=position_ids_from_mask(prefix_mask),
             logits_to_keep=1,
             cache=cache,
         )
-        _check_cache(cache, prefix_ids.shape[1])
+        _check_cache(cache, ids.shape[1])
         members = [(g, i) for g, group in enumerate(chunk) for i in group.rows]
         members.sort(key=lambda m: chunk[m[0]].length - len(rows[m[1]].input_ids))  # longest rest first
         for part in _chunks(members, batch_size):
             index = torch.tensor([g for g, _ in part], device=device)
             starts = torch.tensor([chunk[g].length for g, _ in part], device=device)
+            picked = [i for _, i in part]
             rest = [rows[i].input_ids[chunk[g].length :] for g, i in part]
             ids, mask = (t.to(device) for t in pad_token_rows(rest, pad, "right"))
-            past = DynamicCache(
-                ddp_cache_data=[(layer.keys[index], layer.values[index]) for layer in cache.layers]
-            )
             answers = mask.sum(dim=1) - 1
-            picked = [i for _, i in part]
             with _recording(model, routing) as rec:
                 output = call(
                     ids,
@@ -323,12 +317,17 @@ def _score_on_prefixes(
                     demographic_embeds=vectors([rows[i].example for i in picked]),
                     position_ids=starts[:, None] + position_ids_from_mask(mask),
                     logits_to_keep=answers[:, None],
-                    cache=past,
+                    cache=_select_rows(cache, index),
                 )
             if routing is not None:
                 routing.add(picked, rec.weights, mask, answers)
             _pick_options(output.logits[:, -1, :], [rows[i] for i in picked], picked, probs)
             bar.update(len(part))
+
+
+def _select_rows(cache: DynamicCache, index: torch.Tensor) -> DynamicCache:
+    """A new cache holding rows ``index`` of ``cache`` (which later calls leave untouched)."""
+    return DynamicCache(ddp_cache_data=[(layer.keys[index], layer.values[index]) for layer in cache.layers])
 
 
 def answer_logits(
