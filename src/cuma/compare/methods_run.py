@@ -190,9 +190,6 @@ class MethodRunner:
                 predictions[split] = frames[0] if len(frames) == 1 else average_orders(frames)
                 metrics[split] = summarize(predictions[split], self.fields, self.main_group)
                 logger.info("%s seed %d %s: accuracy %.3f", entry, seed, split, metrics[split]["accuracy"])
-        if interference is not None:
-            # Measured on training answers, so it sits under "train" beside the scored splits.
-            metrics["train"] = {"gradient_cosine": interference.mean_cosine}
         adapter = prepared.spec.kind == "adapter"
         run = MethodRun(
             method=entry,
@@ -208,6 +205,7 @@ class MethodRunner:
             eval_seconds=self.clock.timings[stage],
             metrics=metrics,
             training=training,
+            gradient_cosine=None if interference is None else interference.mean_cosine,
         )
         routing = (
             RoutingTrace.from_collectors(collectors, predictions, self.fields, SPLITS) if collectors else None

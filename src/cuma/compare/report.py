@@ -80,7 +80,7 @@ TABLE_COLUMNS = (
     Column("heldout.log_loss", "Zero-shot log-loss ↓ (held-out profiles)"),
     Column("heldout.accuracy", "Zero-shot accuracy ↑ (argmax)"),
     Column("heldout.wvb_argmax_emd_mean", "Zero-shot EMD ↓ (argmax)"),
-    Column("train.gradient_cosine", "Gradient cosine between groups (training answers)"),
+    Column("gradient_cosine", "Gradient cosine between groups (training answers)"),
 )
 
 DIFFERENCE_COLUMNS = (

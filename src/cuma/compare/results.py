@@ -35,7 +35,7 @@ RESULTS_FILE = "results.json"
 Number = float | int | None
 """A metric or run number; None where it is undefined (e.g. sigma-inequity with one group)."""
 
-RUN_NUMBERS = ("trainable_params", "trainable_pct", "train_seconds", "eval_seconds")
+RUN_NUMBERS = ("trainable_params", "trainable_pct", "train_seconds", "eval_seconds", "gradient_cosine")
 """The `MethodRun` fields that are numbers averaged over seeds, next to its metrics."""
 
 
@@ -65,6 +65,8 @@ class MethodRun:
             run the ``changed_on_resume`` settings (setting -> [checkpoint, now]) and the
             ``skipped_checkpoints`` (corrupt or incomplete ones passed over); empty otherwise.
         data_seed: the ``data.seed`` of the split and samples it was trained and scored on.
+        gradient_cosine: the mean off-diagonal cosine of the main group's answer-loss gradients in the
+            trained adapter (`cuma.evaluation.interference`; ``eval.interference_examples``), else None.
     """
 
     method: str
@@ -82,6 +84,7 @@ class MethodRun:
     tables: dict[str, dict[str, str]] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     data_seed: int = 0
+    gradient_cosine: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(_jsonable(dataclasses.asdict(self)), indent=2) + "\n"

@@ -138,12 +138,21 @@ def _compare(
     clock = Stopwatch()
     started = time.perf_counter()
     logger.info("comparison of %s on %s -> %s", ", ".join(methods), config.data.dataset, out)
+    data_seeds = config.data_seed_list
+    several = len(data_seeds) > 1
+    # Every data seed's split and sample, and the settings that name profile fields, before any model work.
+    prepared_data: dict[int, ComparisonData] = {}
+    for data_seed in data_seeds:
+        which = f" (data seed {data_seed})" if several else ""
+        with clock.stage(f"load and split data{which}"):
+            prepared_data[data_seed] = data = prepare_data(config.with_data_seed(data_seed).data)
+        fields = config.eval.group_fields or data.survey.profile_fields
+        main_group = config.eval.main_group or fields[0]
+        check_fields(config, fields, main_group, data.survey.profile_fields)
     with clock.stage(f"load base model {config.model.name}"):
         base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
     with clock.stage(f"load encoder ({config.model.encoder})"):
         encoder = make_encoder(config.model)
-    data_seeds = config.data_seed_list
-    several = len(data_seeds) > 1
     runs: list[MethodRun] = []
     predictions: dict[str, dict[str, pd.DataFrame]] = {}  # the first (seed, data seed)'s, for the figures
     every_run: dict[tuple[str, int, int], dict[str, pd.DataFrame]] = {}  # (method, seed, data seed)
@@ -152,13 +161,8 @@ def _compare(
     state = process_state()
     first_data: ComparisonData | None = None
     for data_seed in data_seeds:
-        seeded = config.with_data_seed(data_seed)
+        seeded, data = config.with_data_seed(data_seed), prepared_data[data_seed]
         which = f" (data seed {data_seed})" if several else ""
-        with clock.stage(f"load and split data{which}"):
-            data = prepare_data(seeded.data)
-        fields = config.eval.group_fields or data.survey.profile_fields
-        main_group = config.eval.main_group or fields[0]
-        check_fields(config, fields, main_group, data.survey.profile_fields)
         check_letters(tokenizer, data)
         root = data_train_root(train_root, data_seed, several)
         if resume:
