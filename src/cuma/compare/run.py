@@ -159,7 +159,6 @@ def _compare(
     routing: dict[str, RoutingTrace] = {}
     interference: dict[str, GradientInterference] = {}
     state = process_state()
-    first_data: ComparisonData | None = None
     for data_seed in data_seeds:
         seeded, data = config.with_data_seed(data_seed), prepared_data[data_seed]
         which = f" (data seed {data_seed})" if several else ""
@@ -169,7 +168,6 @@ def _compare(
             check_resume(root, seeded, methods, base, data, resume_changed)
         with clock.stage(f"encode profiles{which}"):
             data = data.with_embeddings(encoder)
-        first_data = first_data or data
         runner = MethodRunner(
             seeded,
             data,
@@ -217,8 +215,7 @@ def _compare(
                         routing[name] = result.routing
                     if result.interference is not None:
                         interference[name] = result.interference
-    assert first_data is not None  # data_seed_list is never empty
-    data, first = first_data, config.seeds[0]
+    data, first = prepared_data[data_seeds[0]], config.seeds[0]  # the report describes the first sample
     if state.is_main_process:
         with clock.stage("intervals, tests and noise floors"):
             settings = config.eval
