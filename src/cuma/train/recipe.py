@@ -91,15 +91,7 @@ def training_recipe(
         pairs = preferences.pairs["train"]
         logger.info("%s", preferences.summaries["train"])
         collate = PreferenceCollator(tokenizer, max_length=max_length, include_end_of_turn=False)
-        if config.dpo.reference == "adapters-off":
-            if prepared.spec.kind not in ("adapter", "prefix"):
-                raise ConfigError(
-                    f"dpo.reference='adapters-off': method {prepared.name!r} has no adapters to disable; "
-                    "set dpo.reference=precomputed"
-                )
-            return Recipe(pairs, collate, DPO(config.dpo))
-        extras = precompute_reference(prepared, pairs, collate, config.eval.batch_size, device)
-        return Recipe(WithExtras(pairs, extras), ExtrasCollate(collate), DPO(config.dpo))
+        return _dpo_recipe(config, prepared, pairs, collate, device)
     train = data.examples("train", persona)
     if config.grpo.reward == "exact-match":
         reward = exact_match_reward
@@ -127,11 +119,9 @@ def chat_recipe(
         return Recipe(rows, SFTCollator(tokenizer, max_length=max_length, include_end_of_turn=True), SFT())
     if objective == "dpo":
         pairs = fitting(data.dpo["train"], tokenizer, max_length, "dpo")
-        collate = PreferenceCollator(tokenizer, max_length=max_length)
-        if config.dpo.reference == "adapters-off":
-            return Recipe(pairs, collate, DPO(config.dpo))
-        extras = precompute_reference(prepared, pairs, collate, config.eval.batch_size, device)
-        return Recipe(WithExtras(pairs, extras), ExtrasCollate(collate), DPO(config.dpo))
+        return _dpo_recipe(
+            config, prepared, pairs, PreferenceCollator(tokenizer, max_length=max_length), device
+        )
     if judge is None:
         raise ConfigError("train.objective=grpo on a chat dataset rewards answers with a judge; none given")
     room = max_length - config.grpo.max_new_tokens
@@ -144,6 +134,26 @@ def chat_recipe(
     return Recipe(
         prompts, RolloutCollator(tokenizer, max_length=room), GRPO(config.grpo, tokenizer, JudgeReward(judge))
     )
+
+
+def _dpo_recipe(
+    config: ExperimentConfig,
+    prepared: PreparedModel,
+    pairs: Sequence[Any],
+    collate: PreferenceCollator,
+    device: Any,
+) -> Recipe:
+    """DPO on ``pairs``: the reference is the adapters switched off, or log-probs precomputed once from the
+    starting weights (``dpo.reference``)."""
+    if config.dpo.reference == "adapters-off":
+        if prepared.spec.kind not in ("adapter", "prefix"):
+            raise ConfigError(
+                f"dpo.reference='adapters-off': method {prepared.name!r} has no adapters to disable; "
+                "set dpo.reference=precomputed"
+            )
+        return Recipe(pairs, collate, DPO(config.dpo))
+    extras = precompute_reference(prepared, pairs, collate, config.eval.batch_size, device)
+    return Recipe(WithExtras(pairs, extras), ExtrasCollate(collate), DPO(config.dpo))
 
 
 def fitting(rows: Sequence[Any], tokenizer: Any, max_length: int, objective: str) -> list[Any]:
