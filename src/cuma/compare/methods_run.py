@@ -32,7 +32,7 @@ from cuma.processes import process_state
 from cuma.reference_baselines import REFERENCE_BASELINES, BaselineConfig, fitted_settings
 from cuma.train.layout import run_identity, train_dir
 from cuma.train.recipe import starting_method, training_recipe
-from cuma.train.trainer import train
+from cuma.train.trainer import TrainResult, train
 
 logger = logging.getLogger("cuma.compare")
 
@@ -124,15 +124,7 @@ class MethodRunner:
                     allow_changed=self.resume_changed,
                 )
             train_seconds = self.clock.timings[stage]
-            training = {
-                "objective": config.train.objective,
-                "started_from": prepared.started_from,
-                "steps": result.global_step,
-                "final_loss": result.final_loss,
-                "model_dir": str(result.model_dir),
-                "changed_on_resume": result.changed_on_resume,
-                "skipped_checkpoints": result.skipped_checkpoints,
-            }
+            training = training_record(config, prepared, result)
         # Training (accelerate) already runs on this process's device; scoring follows it.
         prepared.to(process_state().device)
         interference = None
@@ -251,6 +243,20 @@ class MethodRunner:
             rows = getattr(self.data, name) if name in ("pool", "valid") else self.data.splits[name]
             self._frames[name] = examples_frame(rows) if rows else None
         return self._frames[name]
+
+
+def training_record(config: ExperimentConfig, prepared: PreparedModel, result: TrainResult) -> dict[str, Any]:
+    """What a trained run of a comparison did, for its results record (`MethodRun.training`)."""
+    return {
+        "objective": config.train.objective,
+        "lr": config.objective_train.lr,
+        "started_from": prepared.started_from,
+        "steps": result.global_step,
+        "final_loss": result.final_loss,
+        "model_dir": str(result.model_dir),
+        "changed_on_resume": result.changed_on_resume,
+        "skipped_checkpoints": result.skipped_checkpoints,
+    }
 
 
 def parameter_count(prepared: PreparedModel) -> tuple[int, float]:

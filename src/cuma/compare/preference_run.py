@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cuma.compare.environment import machine, versions
-from cuma.compare.methods_run import Stopwatch, parameter_count
+from cuma.compare.methods_run import Stopwatch, parameter_count, training_record
 from cuma.compare.preference_report import PreferenceResults, PreferenceRun, write_preference_report
 from cuma.config import ExperimentConfig
 from cuma.data.chat_experiment import ChatComparisonData, prepare_chat_data
@@ -163,16 +163,7 @@ def _train(
         run_identity=run_identity(config, name, rows),
         allow_changed=resume_changed,
     )
-    return {
-        "objective": objective,
-        "lr": config.objective_train.lr,
-        "started_from": prepared.started_from,
-        "steps": result.global_step,
-        "final_loss": result.final_loss,
-        "model_dir": str(result.model_dir),
-        "changed_on_resume": result.changed_on_resume,
-        "skipped_checkpoints": result.skipped_checkpoints,
-    }
+    return training_record(config, prepared, result)
 
 
 def _evaluate(
