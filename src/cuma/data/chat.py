@@ -88,8 +88,25 @@ class ConversationCounts:
         summary.add("turns", self.turns_read, self.turns_kept, self.turns)
 
 
+class _ChatRow:
+    """Names a chat row's annotator and turn as survey rows name who answered what (run fingerprints,
+    batch logs)."""
+
+    annotator_id: str
+    conversation_id: str
+    turn: int
+
+    @property
+    def respondent_id(self) -> str:
+        return self.annotator_id
+
+    @property
+    def question_id(self) -> str:
+        return f"{self.conversation_id}#{self.turn}"
+
+
 @dataclass(frozen=True)
-class ChatExample:
+class ChatExample(_ChatRow):
     """An SFT row: history (chosen responses only) + the user's prompt -> the chosen response."""
 
     conversation_id: str
@@ -105,19 +122,9 @@ class ChatExample:
     def messages(self) -> list[dict[str, str]]:
         return [*self.prompt_messages, {"role": "assistant", "content": self.answer}]
 
-    @property
-    def respondent_id(self) -> str:
-        """The annotator, named as survey rows name who answered (run fingerprints, batch logs)."""
-        return self.annotator_id
-
-    @property
-    def question_id(self) -> str:
-        """The conversation turn, named as survey rows name what was answered."""
-        return f"{self.conversation_id}#{self.turn}"
-
 
 @dataclass(frozen=True)
-class PreferencePair:
+class PreferencePair(_ChatRow):
     """A DPO pair: same prompt (with the history so far), the chosen and one rejected response."""
 
     conversation_id: str
@@ -134,14 +141,6 @@ class PreferencePair:
     def answer(self) -> str:
         """The chosen response, so SFT collators can train on it."""
         return self.chosen
-
-    @property
-    def respondent_id(self) -> str:
-        return self.annotator_id
-
-    @property
-    def question_id(self) -> str:
-        return f"{self.conversation_id}#{self.turn}"
 
 
 @dataclass
