@@ -20,7 +20,6 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cuma.atomic import atomic_path
 from cuma.config import ExperimentConfig
@@ -74,6 +73,7 @@ def run_sweep(
     """Tune every trainable entry of ``config.methods`` on ``grid`` (module docstring); return the final
     report directory. ``resume`` continues an interrupted final comparison (the trials resume by
     themselves)."""
+    from cuma.compare.results import RESULTS_FILE
     from cuma.compare.run import run_comparison
     from cuma.methods import get_method, split_entry
 
@@ -103,7 +103,7 @@ def run_sweep(
                 ]
             )
             run = _replace_methods(run, [*before, entry], {**{m: chosen[m] for m in before}, entry: rate})
-            if not (folder / "results.json").is_file():
+            if not (folder / RESULTS_FILE).is_file():
                 # An interrupted run continues from its checkpoints (a quick run keeps none).
                 run_comparison(run, quick=quick, resume=folder.exists() and not quick, overwrite=quick)
             scores[entry][f"{rate:g}"] = _validation_score(folder, entry, metric)
@@ -132,10 +132,12 @@ def _replace_methods(
 
 
 def _validation_score(folder: Path, entry: str, metric: str) -> float:
-    results: dict[str, Any] = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    values = [run["metrics"]["test"][metric] for run in results["runs"] if run["method"] == entry]
+    from cuma.compare.results import RESULTS_FILE, ComparisonResults
+
+    runs = ComparisonResults.read(folder / RESULTS_FILE).runs
+    values = [run.metrics["test"][metric] for run in runs if run.method == entry]
     if not values:
-        raise ValueError(f"{folder / 'results.json'}: no run of {entry!r}")
+        raise ValueError(f"{folder / RESULTS_FILE}: no run of {entry!r}")
     return float(sum(values) / len(values))
 
 
