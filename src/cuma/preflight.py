@@ -2,9 +2,10 @@
 
 Each config dataclass checks its own values (`cuma.config`); what needs something else is checked here,
 as early as that thing exists: `check_settings` against the method registry and the adapter configs,
-`check_fresh` against checkpoints left on disk, `check_fields` against the survey, and `check_letters`
-and `check_resume` once the base model and tokenizer are loaded. ``cuma compare`` and ``cuma train``
-both call them, so a comparison fails before it trains its first method, not at the method's turn.
+`check_fresh` against checkpoints left on disk, `check_fields` and `check_scored_respondents` against the
+survey and its sample, and `check_letters` and `check_resume` once the base model and tokenizer are
+loaded. ``cuma compare`` and ``cuma train`` both call them, so a comparison fails before it trains its
+first method, not at the method's turn.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from cuma.adapter import CuMAConfig
 from cuma.config import ExperimentConfig
-from cuma.data.experiment import ComparisonData
+from cuma.data.experiment import EVAL_SPLITS, ComparisonData
 from cuma.data.render import letter_token_ids
 from cuma.errors import ConfigError
 from cuma.methods import (
@@ -128,6 +129,22 @@ def check_letters(tokenizer: Any, data: ComparisonData) -> None:
             letter_token_ids(tokenizer, letters)
         except ValueError as err:
             raise ValueError(f"survey {data.survey.name!r}, question {ex.question_id!r}: {err}") from None
+
+
+def check_scored_respondents(data: ComparisonData) -> None:
+    """Every scored split that has answers has at least 2 respondents: the report's intervals are a
+    bootstrap over respondents (`cuma.metrics.bootstrap`), which one respondent cannot give, and the
+    comparison should say so before it trains, not when it writes the report."""
+    sizes = {"test": "data.n_test", "heldout": "data.n_heldout"}
+    for split in EVAL_SPLITS:
+        rows = data.splits.get(split, [])
+        people = {ex.respondent_id for ex in rows}
+        if rows and len(people) < 2:
+            raise ConfigError(
+                f"the {split} split has {len(rows)} answer(s) from {len(people)} respondent; the report's "
+                f"bootstrap over respondents needs at least 2: raise {sizes.get(split, 'its size')} or use "
+                "a larger split"
+            )
 
 
 def _check_adapter(name: str, config: ExperimentConfig) -> None:

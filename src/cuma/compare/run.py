@@ -60,6 +60,7 @@ from cuma.preflight import (
     check_fresh,
     check_letters,
     check_resume,
+    check_scored_respondents,
     check_settings,
     check_starting_points,
 )
@@ -149,6 +150,7 @@ def _compare(
         fields = config.eval.group_fields or data.survey.profile_fields
         main_group = config.eval.main_group or fields[0]
         check_fields(config, fields, main_group, data.survey.profile_fields)
+        check_scored_respondents(data)
     with clock.stage(f"load base model {config.model.name}"):
         base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
     with clock.stage(f"load encoder ({config.model.encoder})"):
