@@ -102,6 +102,17 @@ def test_one_value_grid_is_that_c_fitted_as_sklearn_does():
     assert fitted_settings(predictions)["C_chosen_by"] == "fixed"
 
 
+def test_an_option_no_training_answer_chose_gets_the_smoothed_population_share():
+    train = _by_country("q", {"a": 1, "b": 2, "c": 1}, 2)  # nobody answers 3
+    test = _answers("q", ["c"], ["f"], [3])
+    predictions = logistic_regression(train, test, FIELDS, BaselineConfig(C_grid=(1.0,), smoothing=1.0))
+    probs = np.stack(predictions["probs"])
+    assert probs[0, 2] == pytest.approx(1.0 / (len(train) + 3))  # Laplace share of an unseen option
+    assert probs.sum() == pytest.approx(1.0) and probs[0, 0] > probs[0, 1]
+    empirical = logistic_regression(train, test, FIELDS, BaselineConfig(C_grid=(1.0,), smoothing=0.0))
+    assert np.stack(empirical["probs"])[0, 2] == 0.0
+
+
 def test_pool_variant_fits_on_every_training_answer():
     sample = _by_country("q", SIGNAL, 1)
     pool = pd.concat([sample, _by_country("q", SIGNAL, 6)], ignore_index=True)
