@@ -5,6 +5,8 @@ import json
 
 import pytest
 import torch
+from accelerate.utils import DistributedType
+from safetensors.torch import load_file
 
 from cuma.train import checkpoint, list_checkpoints
 from cuma.train.optim import build_optimizer
@@ -68,6 +70,10 @@ class OtherProcessFails:
     """A main process whose peer failed while saving: the agreement after each phase reports one failure."""
 
     is_main_process, process_index, device = True, 0, torch.device("cpu")
+    distributed_type = DistributedType.MULTI_CPU
+
+    def get_state_dict(self, model):
+        return model.state_dict()
 
     def wait_for_everyone(self):
         pass
@@ -84,5 +90,51 @@ def test_a_save_that_fails_on_another_process_raises_here_instead_of_waiting(tmp
     position = checkpoint.Position(global_step=1, epoch=0, batch_in_epoch=2)
     root = tmp_path / "checkpoints"
     with pytest.raises(RuntimeError, match="failed on another process"):
-        checkpoint.save_checkpoint(OtherProcessFails(), root, prepared, optimizer, scheduler, position, {}, 2)
+        checkpoint.save_checkpoint(
+            OtherProcessFails(), root, prepared, prepared, optimizer, scheduler, position, {}, 2
+        )
     assert list(root.iterdir()) == []  # the half-written temp dir is removed
+
+
+class Gathering(OtherProcessFails):
+    """A process of a sharded run: its parameters are shards, and gathering returns other tensors."""
+
+    def __init__(self, gathered, main):
+        self.gathered, self.is_main_process, self.process_index = gathered, main, 0 if main else 1
+
+    def get_state_dict(self, model):
+        return self.gathered
+
+    def reduce(self, tensor, reduction):
+        return tensor
+
+
+@pytest.mark.parametrize("main", [True, False])
+def test_a_checkpoint_holds_the_gathered_weights_written_by_the_main_process_only(tmp_path, main):
+    config = toy_config(max_steps=1)
+    prepared, _ = run("lora", config, tmp_path / "run")
+    gathered = {key: value + 1 for key, value in prepared.state_dict().items()}
+    optimizer = build_optimizer(prepared.parameter_groups(), config.train)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    position = checkpoint.Position(global_step=1, epoch=0, batch_in_epoch=2)
+    root = tmp_path / "checkpoints"
+    local = {key: value.clone() for key, value in prepared.state_dict().items()}
+    saved = checkpoint.save_checkpoint(
+        Gathering(gathered, main), root, prepared, prepared, optimizer, scheduler, position, {}, 2
+    )
+    if not main:
+        assert not saved.exists() and not (root / f".tmp-{saved.name}" / checkpoint.MODEL_DIR).exists()
+        return
+    assert all(torch.equal(value, local[key]) for key, value in prepared.state_dict().items())  # untouched
+    written = load_file(saved / checkpoint.MODEL_DIR / "adapter_model.safetensors")
+    # PEFT's file names the adapter weights without the adapter name, relative to the wrapped model.
+    names = {n.replace(".default", ""): f"model.{n}" for n in prepared.trainable_parameters()}
+    assert written.keys() == names.keys()
+    for key, tensor in written.items():
+        assert torch.equal(tensor, gathered[names[key]]) and not torch.equal(tensor, local[names[key]]), key
+
+
+def test_saving_a_state_dict_of_another_module_is_refused(tmp_path):
+    prepared, _ = run("lora", toy_config(max_steps=1), tmp_path / "run")
+    with pytest.raises(ValueError, match="outside the wrapped model"):
+        prepared.save(tmp_path / "out", state_dict={"layer.weight": torch.zeros(1)})

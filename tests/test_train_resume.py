@@ -1,9 +1,13 @@
 """A run killed mid-way and resumed ends with exactly the weights of an uninterrupted run."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
+from accelerate.utils import DistributedType
 
 from cuma.train import list_checkpoints
+from cuma.train.checkpoint import CheckpointError, load_checkpoint
 from train_toys import run, toy_config, weights
 
 
@@ -73,3 +77,11 @@ def test_checkpoint_of_another_run_shape_is_refused(tmp_path):
     run("lora", toy_config(max_steps=1), tmp_path)
     with pytest.raises(ValueError, match=r"train\.batch_size: checkpoint 2, this run 5"):
         run("lora", toy_config(max_steps=1, batch_size=5), tmp_path, resume=True)
+
+
+def test_resuming_under_deepspeed_is_refused(tmp_path):
+    """ZeRO keeps each process's partition of the optimizer state, which a checkpoint does not gather."""
+    prepared, result = run("lora", toy_config(max_steps=1), tmp_path)
+    deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)
+    with pytest.raises(CheckpointError, match="DeepSpeed is not supported"):
+        load_checkpoint(deepspeed, result.checkpoint, prepared, None, None, {})

@@ -13,7 +13,7 @@ them too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +81,13 @@ class PreparedModel(nn.Module):
     def adapter_config(self) -> Any:
         """The `CuMAConfig` of adapter methods, else None."""
         return self.model.peft_config["default"] if self.spec.kind == "adapter" else None
+
+    @property
+    def _no_split_modules(self) -> list[str]:
+        """The base model's decoder-layer classes, which accelerate's FSDP ``TRANSFORMER_BASED_WRAP`` reads
+        from the prepared module: without them the whole model is one FSDP unit, gathered whole for
+        every forward."""
+        return list(getattr(self.model, "_no_split_modules", None) or [])
 
     @property
     def uses_demographics(self) -> bool:
@@ -165,17 +172,24 @@ class PreparedModel(nn.Module):
             "settings": _plain(self.settings),
         }
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the method's folder (see the module docstring); `cuma.methods.load_trained` reads it."""
+    def save(self, directory: str | Path, state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
+        """Write the method's folder (see the module docstring); `cuma.methods.load_trained` reads it.
+
+        ``state_dict`` is this module's full state (keys as in ``self.state_dict()``), gathered from every
+        process by the trainer (``accelerator.get_state_dict``): under FSDP or ZeRO-3 this process's own
+        parameters are only shards, so the gathered tensors are written instead. PEFT's prefix tuning
+        reads its prompt encoder itself whatever it is given (whole on every process under DDP).
+        """
         if not self.trainable:
             raise ValueError(f"method {self.name!r} has no trained weights to save")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        given = {} if state_dict is None else {"state_dict": _inner_state(state_dict)}
         if self.spec.kind == "full":
-            self.model.save_pretrained(directory)
+            self.model.save_pretrained(directory, **given)
             files = sorted(p.name for p in directory.glob("*.safetensors"))
         else:  # a PEFT model; it never adapts the embeddings here, so it need not look the base up on the hub
-            self.model.save_pretrained(directory, save_embedding_layers=False)
+            self.model.save_pretrained(directory, save_embedding_layers=False, **given)
             files = [PEFT_WEIGHTS]
         write_sidecar(directory, {"base_model": self.base_identity, "method": self.method_record()}, files)
         return directory
@@ -199,6 +213,16 @@ class PreparedModel(nn.Module):
         else:
             tensors = load_file(directory / PEFT_WEIGHTS)
             load_adapter_tensors(self.model, tensors, str(directory / PEFT_WEIGHTS))
+
+
+def _inner_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A `PreparedModel` state dict with the wrapped model's keys (``model.`` removed), as its
+    ``save_pretrained`` expects them."""
+    prefix = "model."
+    outside = sorted(key for key in state_dict if not key.startswith(prefix))
+    if outside:
+        raise ValueError(f"state dict keys outside the wrapped model: {outside[:6]}")
+    return {key[len(prefix) :]: value for key, value in state_dict.items()}
 
 
 def _load_full(model: nn.Module, directory: Path, files: dict[str, str]) -> None:

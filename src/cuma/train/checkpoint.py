@@ -14,6 +14,15 @@ to safetensors, everything else to JSON. With several processes, each phase of a
 processes agreeing on its outcome, so a failure on one process raises on all instead of leaving the
 others waiting at a barrier. `verify_checkpoint` recomputes every checksum before a resume, so a flipped
 bit or a truncated file is found (and `newest_valid_checkpoint` falls back to the previous checkpoint).
+
+What is written is the whole run's state, not the main process's part of it: the model's full state
+dict is gathered on every save (``accelerator.get_state_dict``: the local module under DDP, the shards
+gathered under FSDP, the ZeRO-3 partitions gathered under DeepSpeed) and the main process writes it.
+Under FSDP the optimizer state is gathered too (torch's full optimizer state dict, keyed by parameter
+name) and a resume shards it again. A resume loads the saved weights into the model before accelerate
+prepares it (`cuma.train.trainer`), so each strategy shards or replicates whole, exact weights itself.
+Under DeepSpeed ZeRO every process keeps only its partition of the optimizer state, which this file does
+not gather: such a checkpoint holds the full weights but a resume from it is refused.
 """
 
 from __future__ import annotations
@@ -30,7 +39,14 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
 from cuma.atomic import atomic_write_text, fsync_path
 from cuma.methods import PreparedModel
@@ -41,6 +57,7 @@ MANIFEST_FILE = "manifest.json"
 MODEL_DIR = "model"
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
+OPTIMIZER_KEYS = {False: "index", True: "name"}  # sharded (FSDP) -> how optimizer.json keys the parameters
 
 
 # Train settings the restored optimizer and scheduler states carry, so a resume cannot change them.
@@ -80,16 +97,24 @@ def save_checkpoint(
     accelerator: Accelerator,
     root: Path,
     prepared: PreparedModel,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     position: Position,
     run_shape: dict[str, Any],
     keep: int | None,
 ) -> Path:
-    """Write a checkpoint atomically and prune all but the ``keep`` newest; returns its path."""
+    """Write a checkpoint atomically and prune all but the ``keep`` newest; returns its path.
+
+    ``model`` is ``prepared`` as ``accelerator.prepare`` returned it; every process must call this, since
+    gathering its state (and, under FSDP, the optimizer's) takes all of them.
+    """
     name = f"{PREFIX}{position.global_step:08d}"
     final, tmp = root / name, root / f"{TMP_PREFIX}{name}"
     main = accelerator.is_main_process
+    weights = accelerator.get_state_dict(model)
+    sharded = _optimizer_sharded(accelerator)
+    optimizer_state = _full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
     if main:
         shutil.rmtree(tmp, ignore_errors=True)  # debris of an earlier failed save
     accelerator.wait_for_everyone()
@@ -98,8 +123,8 @@ def save_checkpoint(
         tmp.mkdir(parents=True, exist_ok=True)
         _save_rng(tmp, accelerator.process_index)
         if main:
-            prepared.save(tmp / MODEL_DIR)
-            _save_optimizer(tmp, optimizer)
+            prepared.save(tmp / MODEL_DIR, state_dict=weights)
+            _save_optimizer(tmp, optimizer_state, OPTIMIZER_KEYS[sharded])
             state = {
                 "position": asdict(position),
                 "scheduler": scheduler.state_dict(),
@@ -144,18 +169,26 @@ def _on_all_processes(accelerator: Accelerator, work: Callable[[], None], what: 
 def load_checkpoint(
     accelerator: Accelerator,
     path: Path,
-    prepared: PreparedModel,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     run_shape: dict[str, Any],
     allow_changed: set[str] = frozenset(),
 ) -> tuple[Position, dict[str, list[Any]]]:
-    """Restore everything ``save_checkpoint`` wrote (verify it with `verify_checkpoint` first).
+    """Restore the optimizer, scheduler, RNG states and position that ``save_checkpoint`` wrote (verify
+    it with `verify_checkpoint` first) into the prepared ``model``'s run; the model's weights are loaded
+    before it is prepared (`cuma.train.trainer`).
 
     Every entry of ``run_shape`` must equal the checkpoint's, except those in ``allow_changed``; all
     differences are listed in one error. Returns the position and the allowed changes
     (key -> [checkpoint value, this run's value]).
     """
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise CheckpointError(
+            f"{path}: resuming under DeepSpeed is not supported: each process holds only its ZeRO partition "
+            "of the optimizer state, which the checkpoint does not gather; resume under DDP or FSDP, or "
+            "start a new run from the checkpoint's model folder"
+        )
     frozen = sorted(allow_changed & set(OPTIMIZER_STATE_SETTINGS))
     if frozen:
         raise ValueError(
@@ -164,8 +197,7 @@ def load_checkpoint(
         )
     state = json.loads((path / STATE_FILE).read_text())
     diffs = check_run_shape(path, state["run_shape"], run_shape, allow_changed)
-    prepared.load_weights(path / MODEL_DIR)
-    _load_optimizer(path, optimizer)
+    _load_optimizer(path, model, optimizer, _optimizer_sharded(accelerator))
     scheduler.load_state_dict(state["scheduler"])
     _load_rng(path, accelerator.process_index)
     return Position(**state["position"]), diffs
@@ -194,28 +226,55 @@ def read_run_shape(path: Path) -> dict[str, Any]:
     return json.loads((path / STATE_FILE).read_text())["run_shape"]
 
 
-def _save_optimizer(directory: Path, optimizer: torch.optim.Optimizer) -> None:
-    state = optimizer.state_dict()
+def _optimizer_sharded(accelerator: Accelerator) -> bool:
+    """Whether each process holds only a shard of the optimizer state that `_full_optimizer_state`
+    gathers (FSDP)."""
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def _full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The whole optimizer state on the main process (empty elsewhere), keyed by parameter name: torch's
+    full optimizer state dict, gathered from every process's shards."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def _save_optimizer(directory: Path, state: dict[str, Any], keys: str) -> None:
+    """Tensors to safetensors as ``<parameter>.<name>``, where a parameter is its index in the optimizer
+    (``keys="index"``) or its name (``keys="name"``, a gathered state); everything else to JSON."""
     tensors, scalars = {}, {}
-    for index, values in state["state"].items():
+    for param, values in state["state"].items():
         for key, value in values.items():
             if torch.is_tensor(value):
-                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+                tensors[f"{param}.{key}"] = value.detach().contiguous().cpu()
             else:
-                scalars[f"{index}.{key}"] = value
+                scalars[f"{param}.{key}"] = value
     save_file(tensors, str(directory / "optimizer.safetensors"))
-    meta = {"param_groups": state["param_groups"], "scalars": scalars}
+    meta = {"keys": keys, "param_groups": state["param_groups"], "scalars": scalars}
     (directory / "optimizer.json").write_text(json.dumps(meta))
 
 
-def _load_optimizer(directory: Path, optimizer: torch.optim.Optimizer) -> None:
+def _load_optimizer(
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, sharded: bool
+) -> None:
+    """Restore what `_save_optimizer` wrote: as it is, or sharded again over the processes (FSDP)."""
     meta = json.loads((directory / "optimizer.json").read_text())
-    state: dict[int, dict[str, Any]] = {}
+    keys = meta.get("keys", OPTIMIZER_KEYS[False])  # checkpoints from before gathering were keyed by index
+    if keys != OPTIMIZER_KEYS[sharded]:
+        raise CheckpointError(
+            f"{directory / 'optimizer.json'}: the optimizer state is keyed by parameter {keys}, written "
+            f"{'under' if keys == OPTIMIZER_KEYS[True] else 'without'} FSDP; resume under the same strategy"
+        )
+    state: dict[Any, dict[str, Any]] = {}
     flat = {**load_file(str(directory / "optimizer.safetensors")), **meta["scalars"]}
     for key, value in flat.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        param, name = key.rsplit(".", 1)
+        state.setdefault(param if sharded else int(param), {})[name] = value
+    full = {"state": state, "param_groups": meta["param_groups"]}
+    if sharded:
+        set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(full)
 
 
 def _save_rng(directory: Path, rank: int) -> None:

@@ -21,7 +21,9 @@ How it trains (docs/design.md, "Training", says where this differs from the auth
 * The scheduler is stepped here only after an optimizer step, and is not passed to
   ``accelerator.prepare`` (which would step it once per process).
 * A checkpoint stores the data position, optimizer, scheduler and RNG states; a resumed run replays the
-  same batches with the same dropout masks and ends with bit-identical weights.
+  same batches with the same dropout masks and ends with bit-identical weights. The model and optimizer
+  states are gathered from every process (shards under FSDP or ZeRO-3) and written by the main process
+  (`cuma.train.checkpoint`).
 * Existing checkpoints are never deleted at start: without ``resume`` they are an error. A resume checks
   what it resumes: every train setting, the run's shape and the caller's ``run_identity`` (data sample,
   model, encoder, ...) must equal the checkpoint's, or the run stops listing each difference; settings
@@ -180,6 +182,10 @@ def _train(
         project_dir=str(output_dir),
     )
     set_seed(config.seed)
+    if start is not None:
+        # The checkpoint's full weights go into the whole model before accelerate prepares it, so DDP
+        # replicates them, FSDP shards them and ZeRO-3 partitions them, each exactly.
+        prepared.load_weights(start / MODEL_DIR)
     loader, sampler = make_loader(dataset, collate_fn, config.batch_size, config.seed)
     optimizer = build_optimizer(prepared.parameter_groups(), config)
     model, optimizer, loader = accelerator.prepare(prepared, optimizer, loader)
@@ -196,7 +202,7 @@ def _train(
     changed: dict[str, list[Any]] = {}
     if start is not None:
         position, changed = load_checkpoint(
-            accelerator, start, prepared, optimizer, scheduler, run_shape, set(allow_changed)
+            accelerator, start, model, optimizer, scheduler, run_shape, set(allow_changed)
         )
         for key, (before, now) in changed.items():
             logger.warning("resuming with %s changed from %r to %r (allowed)", key, before, now)
@@ -298,6 +304,7 @@ class _Loop:
             self.accelerator,
             self.root,
             self.prepared,
+            self.model,
             self.optimizer,
             self.scheduler,
             position,
