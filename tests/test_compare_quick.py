@@ -21,8 +21,8 @@ from cuma.quick import RandomProfileEncoder, quick_config
 from cuma.reference_baselines import REFERENCE_BASELINES
 from cuma.train.cli import train_method
 
-LLM_METHODS = ["base", "persona", "lora", "cuma"]
-REFERENCES = list(dict.fromkeys(["logistic", *REFERENCE_BASELINES]))  # the config lists logistic
+LLM_METHODS = ["base", "persona", "lora", "lora-matched", "no-demographic", "cuma"]
+REFERENCES = list(dict.fromkeys(["logistic", "logistic-pool", *REFERENCE_BASELINES]))  # the config lists two
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The science run's config: valid, large enough, and its matched LoRA has CuMA's parameter count."""
+"""The science run's config: valid, large enough, and its matched LoRA has CuMA's parameter count; the main
+job has the fair comparison's methods and option order too."""
 
 from __future__ import annotations
 
@@ -36,3 +37,15 @@ def test_the_matched_lora_has_cumas_trainable_parameter_count() -> None:
         )
     assert counts["lora"] < counts["cuma"] / 2  # the expert budget is far below CuMA's total
     assert abs(counts["lora-matched"] - counts["cuma"]) / counts["cuma"] < 0.01
+
+
+def test_the_main_job_compares_fairly_by_default() -> None:
+    from cuma.compare.cli import DEFAULT_CONFIG
+
+    config = ExperimentConfig.from_yaml(DEFAULT_CONFIG)
+    check_settings(config, config.methods)
+    assert {"base", "persona", "lora", "lora-matched", "no-demographic", "cuma", "logistic"} <= set(
+        config.methods
+    )
+    assert config.data.option_order == "shuffled" and config.data.heldout_cells
+    assert config.adapter_overrides["lora-matched"]["rank"] == 193
