@@ -8,10 +8,13 @@ trainer and ``cuma compare`` both take their state from here, so they agree on i
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
+from accelerate.utils import gather_object, parse_flag_from_env
+from torch import nn
+from torch.distributed.tensor import DTensor
 
 
 def cpu_only() -> bool:
@@ -32,3 +35,15 @@ def log_from_main_process() -> bool:
         level=logging.INFO if main else logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
     )
     return main
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every process's ``value`` (picklable), in process order, on every process."""
+    return gather_object([value])
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether this process holds only shards of ``model``'s parameters (FSDP2's DTensors, DeepSpeed
+    ZeRO-3's partitioned parameters): every forward then needs every process, so the processes cannot
+    share out work on it."""
+    return any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in model.parameters())

@@ -1,6 +1,8 @@
 """One method and seed of a comparison: build, train if it has weights, score both splits, summarise.
 
-The non-LLM references are fitted on the same train answers and scored on the same splits.
+The non-LLM references are fitted on the same train answers and scored on the same splits. Under a
+launcher every process runs this: training is data-parallel, and scoring shares the batches out over the
+processes and gathers every prediction (and routing vector) on each (`cuma.evaluation.scoring`).
 """
 
 from __future__ import annotations
@@ -175,6 +177,7 @@ class MethodRunner:
                         padding_side=config.eval.padding_side,
                         precision=config.eval.precision,
                         routing=collectors.get(split) if k == 0 else None,
+                        split=True,  # every process of a launched run scores a share, all get all
                         desc=f"{entry} seed {seed} {split}" + (f" order {k + 1}" if len(orders) > 1 else ""),
                     )
                     for k, rows in enumerate(orders)

@@ -20,6 +20,13 @@ and the row's profile vector, so a prefix token never depends on the tokens afte
 and the reason recorded, for prefix tuning (which feeds its own prefix through the cache), for routing
 averaged over the whole prompt, and for a model that does not fill a plain key/value cache.
 
+Under several processes (``torchrun``, ``accelerate launch``; ``split=True``) every process plans the
+same batches, scores every process-count-th of them and the scores are gathered, so each process ends
+with every prediction, in the examples' order, exactly as one process computes it: a batch's numbers
+depend on the rows it holds and their padding, and a batch is never recomposed. A prefix group stays in
+one batch plan (its prefix runs again on any process that scores a part of it). A sharded model (FSDP,
+ZeRO-3) needs every process for every forward, so it is never split: each process scores all prompts.
+
 The model is called the way the trainer calls a method, ``model(input_ids, attention_mask,
 demographic_embeds=..., position_ids=..., logits_to_keep=...)``: a `cuma.methods.PreparedModel` as it
 is, any other causal LM (a bare Hugging Face model, a PEFT or CuMA model: the server's and the tests')
@@ -60,6 +67,7 @@ from cuma.evaluation.topology import RoutingCollector
 from cuma.methods import PreparedModel
 from cuma.metrics import make_predictions
 from cuma.precision import resolve_precision
+from cuma.processes import gather_objects, is_sharded, process_state
 
 MIN_SHARED_PREFIX = 8
 """Fewest shared prompt tokens worth a prefix pass of their own."""
@@ -80,6 +88,16 @@ class PrefixGroup:
 
     length: int
     rows: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of the scoring plan: ``rows`` (indices in the scored examples), scored whole, or, when
+    ``chunk`` is set, on the prefixes of that chunk of groups; ``groups`` gives each row's group there."""
+
+    rows: tuple[int, ...]
+    chunk: int | None = None
+    groups: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +139,7 @@ def score_examples(
     precision: str = "auto",
     routing: RoutingCollector | None = None,
     reuse_prefix: bool = True,
+    split: bool = False,
     desc: str = "scoring",
 ) -> pd.DataFrame:
     """Score every example and return the predictions DataFrame (`cuma.metrics.frame.PREDICTIONS_SCHEMA`),
@@ -143,6 +162,8 @@ def score_examples(
             ``model.record_routing()``) and added to it.
         reuse_prefix: run each shared prompt prefix once and reuse its key/value cache (see the module
             docstring); the probabilities are those of plain scoring up to float rounding.
+        split: share the batches out over the run's processes (`cuma.processes.process_state`) and gather
+            the scores (see the module docstring); every process must call it and gets every prediction.
         desc: the progress bar's label.
     """
     if not examples:
@@ -161,22 +182,19 @@ def score_examples(
     cached = cache_call(model)
     reason = _prefix_obstacle(cached, routing, reuse_prefix)
     groups = [] if reason else plan_prefix_groups(rows, use_embeddings)
-    probs: list[np.ndarray | None] = [None] * len(rows)
+    state = process_state()
+    share = (state.process_index, state.num_processes) if split and not is_sharded(model) else (0, 1)
+    if share[1] > 1:
+        logger.info("%s: batches shared out over %d processes", desc, share[1])
+    runner = partial(_score_share, model, collator, rows, batch_size, routing, share, desc)
     was_training = model.training
     model.eval()
     try:
-        with (
-            torch.inference_mode(),
-            _autocast(device, resolved.name),
-            tqdm(total=len(rows), desc=desc, unit="q", leave=False) as bar,
-        ):
-            if groups:
-                try:
-                    _score_on_prefixes(cached, model, collator, rows, groups, batch_size, routing, probs, bar)
-                except CacheUnavailable as error:
-                    groups, reason = [], str(error)
-            plain = [i for i, p in enumerate(probs) if p is None]
-            _score_plain(method_call(model), model, collator, rows, plain, batch_size, routing, probs, bar)
+        with torch.inference_mode(), _autocast(device, resolved.name):
+            probs, failed = runner(groups)
+            if failed is not None:  # this model fills no plain cache: score every prompt whole instead
+                groups, reason = [], failed
+                probs, _ = runner(groups)
     finally:
         model.train(was_training)
     record = _record(resolved, rows, groups, reason)
@@ -247,82 +265,183 @@ def _prefix_obstacle(cached: Callable[..., Any] | None, routing: RoutingCollecto
     return ""
 
 
+def _score_share(
+    model: nn.Module,
+    collator: PromptCollator,
+    rows: Sequence[EncodedPrompt],
+    batch_size: int,
+    routing: RoutingCollector | None,
+    share: tuple[int, int],
+    desc: str,
+    groups: Sequence[PrefixGroup],
+) -> tuple[list[np.ndarray | None], str | None]:
+    """Score this process's ``share`` (index, count) of the plan's batches and gather every process's
+    scores (and routing) into the full, ordered lists; with the reason when a prefix pass found no usable
+    cache on any process (then nothing is gathered and the caller plans again without prefixes)."""
+    chunks, plan = plan_batches(rows, groups, batch_size)
+    index, count = share
+    mine = plan[index::count]
+    local = RoutingCollector(routing.tokens) if routing is not None else None
+    probs: list[np.ndarray | None] = [None] * len(rows)
+    failed = None
+    with tqdm(total=sum(len(b.rows) for b in mine), desc=desc, unit="q", leave=False) as bar:
+        try:
+            _score_batches(model, collator, rows, chunks, mine, local, probs, bar)
+        except CacheUnavailable as error:
+            failed = str(error)
+    scored = sorted(i for batch in mine for i in batch.rows)
+    vectors = local.vectors() if local is not None and scored else {}
+    part = (failed, scored, [probs[i] for i in scored], vectors)
+    parts = gather_objects(part) if count > 1 else [part]
+    failures = [part[0] for part in parts if part[0] is not None]
+    if failures:
+        return probs, failures[0]
+    for _, indices, values, layers in parts:
+        for i, value in zip(indices, values, strict=True):
+            probs[i] = value
+        if routing is not None and indices:
+            _replay_routing(routing, indices, layers)
+    return probs, None
+
+
+def plan_batches(
+    rows: Sequence[EncodedPrompt], groups: Sequence[PrefixGroup], batch_size: int
+) -> tuple[list[list[PrefixGroup]], list[Batch]]:
+    """The batches of one scoring call, in the order one process runs them: each chunk of prefix groups
+    (`_group_chunks`) in parts of at most ``batch_size`` prompts, longest rest first, then the prompts in
+    no group, longest first (similar lengths share a batch). Returns the chunks and the batches."""
+    chunks = list(_group_chunks(groups, batch_size))
+    plan = []
+    for c, chunk in enumerate(chunks):
+        members = [(g, i) for g, group in enumerate(chunk) for i in group.rows]
+        members.sort(key=lambda m: chunk[m[0]].length - len(rows[m[1]].input_ids))  # longest rest first
+        for part in _chunks(members, batch_size):
+            plan.append(Batch(tuple(i for _, i in part), c, tuple(g for g, _ in part)))
+    grouped = {i for group in groups for i in group.rows}
+    order = sorted((i for i in range(len(rows)) if i not in grouped), key=lambda i: -len(rows[i].input_ids))
+    plan += [Batch(tuple(chunk)) for chunk in _chunks(order, batch_size)]
+    return chunks, plan
+
+
+def _replay_routing(
+    routing: RoutingCollector, rows: Sequence[int], vectors: Mapping[str, np.ndarray]
+) -> None:
+    """Add another process's routing vectors (layer -> [rows, experts], rows ascending) to ``routing``
+    as one-token rows, which its answer and prompt scopes both read back unchanged."""
+    weights = {layer: torch.from_numpy(matrix)[:, None, :] for layer, matrix in vectors.items()}
+    ones = torch.ones(len(rows), 1)
+    routing.add(rows, weights, ones, torch.zeros(len(rows), dtype=torch.long))
+
+
+def _score_batches(
+    model: nn.Module,
+    collator: PromptCollator,
+    rows: Sequence[EncodedPrompt],
+    chunks: Sequence[Sequence[PrefixGroup]],
+    batches: Sequence[Batch],
+    routing: RoutingCollector | None,
+    probs: list[np.ndarray | None],
+    bar: Any,
+) -> None:
+    """Score ``batches`` of the plan; a chunk's prefixes run once for its consecutive batches here."""
+    plain, cached = method_call(model), cache_call(model)
+    prefix: tuple[int, DynamicCache, torch.Tensor] | None = None
+    for batch in batches:
+        if batch.chunk is None:
+            _score_plain(plain, model, collator, rows, batch, routing, probs)
+        else:
+            if prefix is None or prefix[0] != batch.chunk:
+                prefix = (batch.chunk, *_run_prefixes(cached, model, collator, rows, chunks[batch.chunk]))
+            _score_on_prefix(
+                cached, model, collator, rows, chunks[batch.chunk], prefix[1:], batch, routing, probs
+            )
+        bar.update(len(batch.rows))
+
+
 def _score_plain(
     call: Callable[..., Any],
     model: nn.Module,
     collator: PromptCollator,
     rows: Sequence[EncodedPrompt],
-    todo: Sequence[int],
-    batch_size: int,
+    batch: Batch,
     routing: RoutingCollector | None,
     probs: list[np.ndarray | None],
-    bar: Any,
 ) -> None:
-    """One pass per prompt over the ``todo`` rows, longest first (similar lengths share a batch)."""
+    """One pass per prompt of ``batch``."""
     device = next(model.parameters()).device
-    order = sorted(todo, key=lambda i: -len(rows[i].input_ids))
-    for chunk in _chunks(order, batch_size):
-        batch = _tensors_to(collator.collate([rows[i] for i in chunk]), device)
-        with _recording(model, routing) as rec:
-            logits = _forward_answers(call, batch)
-        if routing is not None:
-            routing.add(chunk, rec.weights, batch["attention_mask"], batch["answer_positions"])
-        _pick_options(logits, [rows[i] for i in chunk], chunk, probs)
-        bar.update(len(chunk))
+    chunk = list(batch.rows)
+    tensors = _tensors_to(collator.collate([rows[i] for i in chunk]), device)
+    with _recording(model, routing) as rec:
+        logits = _forward_answers(call, tensors)
+    if routing is not None:
+        routing.add(chunk, rec.weights, tensors["attention_mask"], tensors["answer_positions"])
+    _pick_options(logits, [rows[i] for i in chunk], chunk, probs)
 
 
-def _score_on_prefixes(
+def _run_prefixes(
     call: Callable[..., Any],
     model: nn.Module,
     collator: PromptCollator,
     rows: Sequence[EncodedPrompt],
-    groups: Sequence[PrefixGroup],
-    batch_size: int,
+    chunk: Sequence[PrefixGroup],
+) -> tuple[DynamicCache, torch.Tensor]:
+    """Each group's prefix of ``chunk`` once (one batch, right-padded): its key/value cache and mask."""
+    device = next(model.parameters()).device
+    firsts = [rows[group.rows[0]] for group in chunk]
+    prefixes = [row.input_ids[: group.length] for row, group in zip(firsts, chunk, strict=True)]
+    ids, prefix_mask = (
+        t.to(device) for t in pad_token_rows(prefixes, collator.tokenizer.pad_token_id, "right")
+    )
+    cache = DynamicCache()
+    call(
+        ids,
+        prefix_mask,
+        demographic_embeds=_vectors([row.example for row in firsts], device)
+        if collator.demographics
+        else None,
+        position_ids=position_ids_from_mask(prefix_mask),
+        logits_to_keep=1,
+        cache=cache,
+    )
+    _check_cache(cache, ids.shape[1])
+    return cache, prefix_mask
+
+
+def _score_on_prefix(
+    call: Callable[..., Any],
+    model: nn.Module,
+    collator: PromptCollator,
+    rows: Sequence[EncodedPrompt],
+    chunk: Sequence[PrefixGroup],
+    prefix: tuple[DynamicCache, torch.Tensor],
+    batch: Batch,
     routing: RoutingCollector | None,
     probs: list[np.ndarray | None],
-    bar: Any,
 ) -> None:
-    """Each group's prefix once (a batch of prefixes), then its prompts' remaining tokens on a copy of
-    that prefix's cache, right-padded, with positions continuing after the prefix."""
+    """The remaining tokens of ``batch``'s prompts on a copy of their prefixes' cache, right-padded, with
+    positions continuing after the prefix."""
     device = next(model.parameters()).device
-    pad = collator.tokenizer.pad_token_id
-    vectors = partial(_vectors, device=device) if collator.demographics else lambda examples: None
-    for chunk in _group_chunks(groups, batch_size):
-        firsts = [rows[group.rows[0]] for group in chunk]
-        prefixes = [row.input_ids[: group.length] for row, group in zip(firsts, chunk, strict=True)]
-        ids, prefix_mask = (t.to(device) for t in pad_token_rows(prefixes, pad, "right"))
-        cache = DynamicCache()
-        call(
+    cache, prefix_mask = prefix
+    index = torch.tensor(batch.groups, device=device)
+    starts = torch.tensor([chunk[g].length for g in batch.groups], device=device)
+    picked = list(batch.rows)
+    rest = [rows[i].input_ids[chunk[g].length :] for g, i in zip(batch.groups, picked, strict=True)]
+    ids, mask = (t.to(device) for t in pad_token_rows(rest, collator.tokenizer.pad_token_id, "right"))
+    answers = mask.sum(dim=1) - 1
+    with _recording(model, routing) as rec:
+        output = call(
             ids,
-            prefix_mask,
-            demographic_embeds=vectors([row.example for row in firsts]),
-            position_ids=position_ids_from_mask(prefix_mask),
-            logits_to_keep=1,
-            cache=cache,
+            torch.cat([prefix_mask[index], mask], dim=1),
+            demographic_embeds=_vectors([rows[i].example for i in picked], device)
+            if collator.demographics
+            else None,
+            position_ids=starts[:, None] + position_ids_from_mask(mask),
+            logits_to_keep=answers[:, None],
+            cache=_select_rows(cache, index),
         )
-        _check_cache(cache, ids.shape[1])
-        members = [(g, i) for g, group in enumerate(chunk) for i in group.rows]
-        members.sort(key=lambda m: chunk[m[0]].length - len(rows[m[1]].input_ids))  # longest rest first
-        for part in _chunks(members, batch_size):
-            index = torch.tensor([g for g, _ in part], device=device)
-            starts = torch.tensor([chunk[g].length for g, _ in part], device=device)
-            picked = [i for _, i in part]
-            rest = [rows[i].input_ids[chunk[g].length :] for g, i in part]
-            ids, mask = (t.to(device) for t in pad_token_rows(rest, pad, "right"))
-            answers = mask.sum(dim=1) - 1
-            with _recording(model, routing) as rec:
-                output = call(
-                    ids,
-                    torch.cat([prefix_mask[index], mask], dim=1),
-                    demographic_embeds=vectors([rows[i].example for i in picked]),
-                    position_ids=starts[:, None] + position_ids_from_mask(mask),
-                    logits_to_keep=answers[:, None],
-                    cache=_select_rows(cache, index),
-                )
-            if routing is not None:
-                routing.add(picked, rec.weights, mask, answers)
-            _pick_options(output.logits[:, -1, :], [rows[i] for i in picked], picked, probs)
-            bar.update(len(part))
+    if routing is not None:
+        routing.add(picked, rec.weights, mask, answers)
+    _pick_options(output.logits[:, -1, :], [rows[i] for i in picked], picked, probs)
 
 
 def _select_rows(cache: DynamicCache, index: torch.Tensor) -> DynamicCache:
