@@ -182,10 +182,7 @@ def score_examples(
     cached = cache_call(model)
     reason = _prefix_obstacle(cached, routing, reuse_prefix)
     groups = [] if reason else plan_prefix_groups(rows, use_embeddings)
-    state = process_state()
-    share = (state.process_index, state.num_processes) if split and not is_sharded(model) else (0, 1)
-    if share[1] > 1:
-        logger.info("%s: batches shared out over %d processes", desc, share[1])
+    share = _share(model, desc) if split else (0, 1)
     runner = partial(_score_share, model, collator, rows, batch_size, routing, share, desc)
     was_training = model.training
     model.eval()
@@ -263,6 +260,20 @@ def _prefix_obstacle(cached: Callable[..., Any] | None, routing: RoutingCollecto
     if routing is not None and routing.tokens != "answer":
         return f"routing over tokens={routing.tokens!r} needs every prompt token's routing"
     return ""
+
+
+def _share(model: nn.Module, desc: str) -> tuple[int, int]:
+    """This process's share of the batches, (index, count): all of them for a sharded model."""
+    state = process_state()
+    if state.num_processes == 1:
+        return 0, 1
+    if is_sharded(model):
+        logger.info(
+            "%s: the model is sharded; each of the %d processes scores every batch", desc, state.num_processes
+        )
+        return 0, 1
+    logger.info("%s: batches shared out over %d processes", desc, state.num_processes)
+    return state.process_index, state.num_processes
 
 
 def _score_share(
