@@ -4,6 +4,7 @@ trains a CuMA model with the profile collator."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -143,6 +144,21 @@ def test_dpo_init_from_another_method_is_refused(tmp_path: Path, capsys: pytest.
     with pytest.raises(SystemExit):
         quick(tmp_path, "cuma", "train.objective=dpo", f"train.init_from={root}/lora-seed42")
     assert "holds method 'lora', this run trains 'cuma'" in capsys.readouterr().err
+
+
+def test_dpo_from_an_sft_adapter_of_another_base_model_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = quick(tmp_path, "lora", "train.max_steps=1")
+    model = list_checkpoints(root / "lora-seed42" / "checkpoints")[-1] / "model"
+    record = json.loads((model / "cuma.json").read_text())
+    record["base_model"]["name_or_path"] = "another/base-model"
+    (model / "cuma.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit):
+        quick(tmp_path, "lora", "train.objective=dpo", f"train.init_from={model}")
+    err = capsys.readouterr().err
+    assert "written for another model" in err and "another/base-model" in err
+    assert not (root / "lora-dpo-seed42").exists()
 
 
 def test_trl_dpo_trainer_trains_a_cuma_model_with_the_profile_collator(tmp_path: Path) -> None:
