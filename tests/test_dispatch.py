@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from cuma.adapter import CuMAConfig, MixtureLoRALinear, Router, RoutingState
-from cuma.adapter.dispatch import SPARSE_MIN_SAVED_COLUMNS, SPARSE_MIN_TOKENS, choose_dispatch
+from cuma.adapter.dispatch import (
+    SPARSE_FORMS,
+    SPARSE_MIN_SAVED_COLUMNS,
+    SPARSE_MIN_TOKENS,
+    add_grouped_mm,
+    choose_dispatch,
+)
 from cuma.adapter.router import use_routing
 
 ADAPTER = "default"
@@ -85,23 +92,42 @@ def inputs(batch: int = 3, seq: int = 7) -> tuple[torch.Tensor, torch.Tensor, to
     return torch.randn(batch, seq, IN), torch.randn(batch, DEMO), torch.randn(batch, seq, OUT)
 
 
+FORMS = ["dense", "sparse", "sparse-by-expert"]
+"""Each form `MixtureLoRALinear` can compute: dense, sparse as on CPU (by expert set) and sparse as on CUDA
+(by expert with grouped_mm), which CPU tests reach by swapping `SPARSE_FORMS`."""
+
+
+def use_form(form: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ``CuMAConfig.dispatch`` that computes ``form`` on CPU."""
+    if form == "sparse-by-expert":
+        monkeypatch.setitem(SPARSE_FORMS, "cpu", add_grouped_mm)
+        return "sparse"
+    return form
+
+
 @pytest.mark.parametrize(("preset", "overrides"), TOPK_CASES)
-@pytest.mark.parametrize("dispatch", ["dense", "sparse"])
-def test_each_form_matches_the_naive_loop(preset: str, overrides: dict[str, Any], dispatch: str) -> None:
-    block = make(preset, overrides, dispatch)
+@pytest.mark.parametrize("form", FORMS)
+def test_each_form_matches_the_naive_loop(
+    preset: str, overrides: dict[str, Any], form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the loop in float64, so the tolerance bounds the fast form's own float32 rounding."""
+    block = make(preset, overrides, use_form(form, monkeypatch))
     x, d, probe = inputs()
     fast = run(block, x, d, probe)
-    block.zero_grad()
-    slow = run(block, x, d, probe, fn=lambda x, d: naive(block, x, d))
+    exact = copy.deepcopy(block).double()
+    slow = run(exact, x.double(), d.double(), probe.double(), fn=lambda x, d: naive(exact, x, d))
     for got, expected in zip(fast, slow, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(("preset", "overrides"), [*TOPK_CASES, ("cuma", {"dropout": 0.4})])
-def test_sparse_equals_dense_outputs_and_gradients(preset: str, overrides: dict[str, Any]) -> None:
+@pytest.mark.parametrize("form", FORMS[1:])
+def test_sparse_equals_dense_outputs_and_gradients(
+    preset: str, overrides: dict[str, Any], form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     x, d, probe = inputs()
     results = []
-    for dispatch in ("dense", "sparse"):
+    for dispatch in ("dense", use_form(form, monkeypatch)):
         block = make(preset, overrides, dispatch).train()
         torch.manual_seed(2)  # the same dropout mask for both forms
         results.append(run(block, x, d, probe))
@@ -124,10 +150,11 @@ def test_soft_routing_under_auto_is_dense_and_matches_the_naive_loop() -> None:
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_sparse_equals_dense_in_bf16_autocast() -> None:
+@pytest.mark.parametrize("form", FORMS[1:])
+def test_sparse_equals_dense_in_bf16_autocast(form: str, monkeypatch: pytest.MonkeyPatch) -> None:
     x, d, probe = inputs()
     results = []
-    for dispatch in ("dense", "sparse"):
+    for dispatch in ("dense", use_form(form, monkeypatch)):
         block = make("cuma", {"rank": 8}, dispatch)  # multiples of 8: grouped_mm's bf16 rows
         with torch.autocast("cpu", dtype=torch.bfloat16):
             results.append(run(block, x, d, probe))
@@ -142,9 +169,11 @@ def routed_to_first_experts(block: Block) -> Block:
     return block
 
 
-@pytest.mark.parametrize("dispatch", ["dense", "sparse"])
-def test_unselected_experts_get_exact_zero_gradients_not_none(dispatch: str) -> None:
-    block = routed_to_first_experts(make("cuma", {}, dispatch))
+@pytest.mark.parametrize("form", FORMS)
+def test_unselected_experts_get_exact_zero_gradients_not_none(
+    form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = routed_to_first_experts(make("cuma", {}, use_form(form, monkeypatch)))
     x, d, probe = inputs()
     _, _, grad_a, grad_b, *_ = run(block, x, d, probe)
     used = 2 * RANK  # experts 0 and 1
