@@ -92,14 +92,14 @@ def inputs(batch: int = 3, seq: int = 7) -> tuple[torch.Tensor, torch.Tensor, to
     return torch.randn(batch, seq, IN), torch.randn(batch, DEMO), torch.randn(batch, seq, OUT)
 
 
-FORMS = ["dense", "sparse", "sparse-by-expert"]
-"""Each form `MixtureLoRALinear` can compute: dense, sparse as on CPU (by expert set) and sparse as on CUDA
-(by expert with grouped_mm), which CPU tests reach by swapping `SPARSE_FORMS`."""
+FORMS = ["dense", "sparse", "sparse-grouped-mm"]
+"""Each form `MixtureLoRALinear` can compute: dense, sparse as on CPU (one expert at a time) and sparse as
+on CUDA (grouped_mm), which CPU tests reach by swapping `SPARSE_FORMS`."""
 
 
 def use_form(form: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The ``CuMAConfig.dispatch`` that computes ``form`` on CPU."""
-    if form == "sparse-by-expert":
+    if form == "sparse-grouped-mm":
         monkeypatch.setitem(SPARSE_FORMS, "cpu", add_grouped_mm)
         return "sparse"
     return form

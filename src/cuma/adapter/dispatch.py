@@ -4,23 +4,25 @@
 for unselected experts) scaling each expert's r columns in between. Few, large GEMMs and no data
 movement, but it computes N experts where top-k routing uses k: its adapter cost grows with ``N * r``.
 
-``sparse``: only each token's k selected experts, in one of two ways (`add_sparse` picks by device):
+``sparse``: only each token's k selected experts, the token-expert pairs sorted by expert, each expert
+multiplying only its own pairs' rows, in one of two ways (`SPARSE_FORMS` picks by device):
 
-- by expert set (CPU, `add_by_expert_set`): the tokens grouped by the set of k experts they chose (28
-  sets for 8 experts and top-2); per set one GEMM of width k*r per projection, each token's row gathered
-  once and its k experts' sum added back once, a set's rows staying in cache between its GEMMs. On
-  2 CPU threads at r=64 this costs about 0.2x of the base projection less than grouping by expert, whose
-  gathers and scatters move k rows per token through memory; but it runs 7 times as many GEMMs, each a
-  parallel region, which costs more than it saves when another process competes for the cores.
-- by expert (elsewhere, `add_grouped_mm`): the token-expert pairs sorted by expert, the tokens' rows
-  gathered in that order and each expert multiplying its own slice (one
-  ``torch.nn.functional.grouped_mm`` per projection, so no host-device synchronisation); the results
-  added back with ``index_add_`` (on CUDA in no fixed order, so bitwise reproducible only under
-  ``torch.use_deterministic_algorithms``).
+- on CPU (`add_by_expert`, `ExpertLoRA`): one expert at a time, its rows gathered, multiplied and added
+  back with ``index_add_`` while they are in cache, the gates applied to all pairs at once, and only
+  indices and rank-r projections saved. At r=64 (2 threads or 1) this costs about 0.15x of the base
+  projection less than gathering all k rows per token first and calling ``grouped_mm``, whose CPU
+  kernel loops over the experts anyway. Grouping the tokens by their *set* of experts instead (one
+  gather and one scatter per token) saved no more, with 28 sets' GEMMs to launch instead of 8.
+- elsewhere (`add_grouped_mm`): all rows gathered, one ``torch.nn.functional.grouped_mm`` per projection,
+  so no host-device synchronisation; the results added back with ``index_add_`` (on CUDA in no fixed
+  order, so bitwise reproducible only under ``torch.use_deterministic_algorithms``).
 
 Either way the adapter cost grows with ``k * r`` plus a gather and a scatter of the rows, which at small
-ranks costs more than the experts it saves. For backward both keep the layer input (which the block
-keeps anyway) and k rows of rank r per token, where dense keeps 2 N*r values per token.
+ranks costs more than the experts it saves. Both run about 60-80 parallel regions per training step
+against dense's dozen: when another process competes for the cores each region waits milliseconds for
+its second thread, and dense wins (benchmarks/layer.py prints the load average beside its timings).
+For backward both keep the layer input (which the block keeps anyway) and k rows of rank r per token,
+where dense keeps 2 N*r values per token.
 
 `choose_dispatch` picks by that cost model: sparse when the dense form's extra expert columns,
 ``(N - k) * r``, reach `SPARSE_MIN_SAVED_COLUMNS` and the call has at least `SPARSE_MIN_TOKENS` tokens
@@ -128,16 +130,15 @@ def add_sparse(
 ) -> torch.Tensor:
     """The same sum over each token's top-k experts only; x [T, in], gates [T, N] (zero outside the top-k).
 
-    By expert set or by expert, as `SPARSE_FORMS` says for the device (the module docstring says why).
-    The experts are re-read from the gates' top-k:
-    where a selected gate underflowed to zero another zero-gate expert may stand in, which changes no
-    output and no gradient (both are scaled by that zero).
+    As `SPARSE_FORMS` says for the device (the module docstring says why). The experts are re-read from
+    the gates' top-k: where a selected gate underflowed to zero another zero-gate expert may stand in,
+    which changes no output and no gradient (both are scaled by that zero).
     """
     add = SPARSE_FORMS.get(x.device.type, add_grouped_mm)
     return add(result, x, lora_a, lora_b, gates, config)
 
 
-def add_by_expert_set(
+def add_by_expert(
     result: torch.Tensor,
     x: torch.Tensor,
     lora_a: torch.Tensor,
@@ -145,16 +146,15 @@ def add_by_expert_set(
     gates: torch.Tensor,
     config: CuMAConfig,
 ) -> torch.Tensor:
-    """`add_sparse` with the tokens grouped by the set of k experts they chose, one group per set."""
-    experts, k = config.num_experts, config.top_k
+    """`add_sparse` one expert at a time over the token-expert pairs sorted by expert (`ExpertLoRA`)."""
+    k = config.top_k
     weights, chosen = gates.topk(k, dim=-1)  # [T, k]
-    chosen, slot = chosen.sort(dim=-1)  # a set's experts in one order, whatever their ranking
-    key = (chosen * experts ** torch.arange(k, device=chosen.device)).sum(-1)
-    order = key.argsort(stable=True)  # tokens grouped by expert set
-    sets, counts = torch.unique_consecutive(chosen[order], dim=0, return_counts=True)
-    weights = (weights.gather(-1, slot) * config.scaling)[order]  # [T, k] in group order
-    ends = counts.cumsum(0).tolist()
-    return ExpertSetLoRA.apply(result, x, lora_a, lora_b, weights, order, sets.flatten(), ends, config)
+    order = chosen.flatten().argsort(stable=True)  # token-expert pairs grouped by expert
+    experts, counts = torch.unique_consecutive(chosen.flatten()[order], return_counts=True)
+    groups = list(zip(experts.tolist(), counts.cumsum(0).tolist(), strict=True))
+    weights = weights.flatten()[order] * config.scaling
+    tokens = order.div(k, rounding_mode="floor")
+    return ExpertLoRA.apply(result, x, lora_a, lora_b, weights, tokens, groups, config)
 
 
 def add_grouped_mm(
@@ -182,21 +182,18 @@ def add_grouped_mm(
     return IndexAdd.apply(result, token, up)
 
 
-SPARSE_FORMS = {"cpu": add_by_expert_set}
-"""The sparse form per device type; any other device groups by expert (`add_grouped_mm`)."""
+SPARSE_FORMS = {"cpu": add_by_expert}
+"""The sparse form per device type; any other device uses ``grouped_mm`` (`add_grouped_mm`)."""
 
 
-class ExpertSetLoRA(torch.autograd.Function):
-    """``result[t] += sum_j w[t, j] B_{e_j} A_{e_j} x[t]``, one expert set at a time.
+class ExpertLoRA(torch.autograd.Function):
+    """``result[t] += sum_p w[p] B_{e_p} A_{e_p} x[t]`` over the pairs p of token t, one expert at a time.
 
-    ``order`` lists the tokens grouped by expert set, ``ends`` where each group ends in it, ``sets`` each
-    group's k experts (ascending, as in ``weights``' columns). Per set, the k experts' rows of A and
-    columns of B are gathered side by side, so a group's tokens take one GEMM of width k*r per
-    projection; each token's row is gathered once and its k experts' sum added back once (grouping by
-    expert moves k rows per token), and a group's rows stay in cache between its GEMMs. With
-    ``shared_a`` a token is projected once. Backward keeps only ``x`` (which the block keeps anyway),
-    the indices and the rank-r projections, and writes each token's input gradient once, with no
-    zero-filled buffer to scatter into.
+    ``tokens`` holds each pair's token, the pairs sorted by expert; ``groups`` each expert that has pairs
+    and where its pairs end. An expert's rows are gathered, multiplied and added back while they are in
+    cache, where gathering all T*k rows first sends them through memory; the rank-r projections of all
+    pairs are gated at once. Backward keeps ``x`` (which the block keeps anyway), the indices and the
+    rank-r projections. With ``shared_a`` every token is projected once.
     """
 
     @staticmethod
@@ -207,19 +204,21 @@ class ExpertSetLoRA(torch.autograd.Function):
         lora_a: torch.Tensor,
         lora_b: torch.Tensor,
         weights: torch.Tensor,
-        order: torch.Tensor,
-        sets: torch.Tensor,
-        ends: list[int],
+        tokens: torch.Tensor,
+        groups: list[tuple[int, int]],
         config: CuMAConfig,
     ) -> torch.Tensor:
-        a_sets, b_sets = set_weights(lora_a, lora_b, sets, config)
-        down = x.new_empty(len(x), a_sets.shape[-2])  # [T, k*r] ([T, r] with shared_a), group order
-        for group, rows in enumerate(group_rows(ends)):
-            tokens = order[rows]
-            torch.mm(x.index_select(0, tokens), a_sets[group].t(), out=down[rows])
-            result.index_add_(0, tokens, scale(down[rows], weights[rows], config) @ b_sets[:, group].t())
-        ctx.save_for_backward(x, lora_a, lora_b, weights, order, sets, down)
-        ctx.ends, ctx.config = ends, config
+        if config.shared_a:
+            down = (x @ lora_a.t()).index_select(0, tokens)
+        else:
+            down = x.new_empty(len(tokens), config.rank)
+            for e, rows in expert_rows(groups):
+                torch.mm(x.index_select(0, tokens[rows]), expert_a(lora_a, e, config).t(), out=down[rows])
+        scaled = down * weights.unsqueeze(-1)
+        for e, rows in expert_rows(groups):
+            add_rows(result, tokens[rows], scaled[rows], expert_b(lora_b, e, config).t())
+        ctx.save_for_backward(x, lora_a, lora_b, weights, tokens, down)
+        ctx.groups, ctx.config = groups, config
         ctx.mark_dirty(result)
         return result
 
@@ -227,77 +226,56 @@ class ExpertSetLoRA(torch.autograd.Function):
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
-        x, lora_a, lora_b, weights, order, sets, down = ctx.saved_tensors
-        config = ctx.config
+        x, lora_a, lora_b, weights, tokens, down = ctx.saved_tensors
+        groups, config = ctx.groups, ctx.config
         _, need_x, need_a, need_b, need_w = ctx.needs_input_grad[:5]
-        rank = config.rank
-        a_sets, b_sets = set_weights(lora_a, lora_b, sets, config)
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_a_sets = torch.zeros_like(a_sets[:1] if config.shared_a else a_sets) if need_a else None
-        grad_b_sets = torch.empty_like(b_sets) if need_b else None
-        grad_w = torch.empty_like(weights) if need_w else None
-        for group, rows in enumerate(group_rows(ctx.ends)):
-            tokens = order[rows]
-            grad_up = grad.index_select(0, tokens)
+        scaled = down * weights.unsqueeze(-1) if need_b else None
+        grad_b = torch.zeros_like(lora_b) if need_b else None
+        grad_scaled = torch.empty_like(down)
+        for e, rows in expert_rows(groups):
+            grad_up = grad.index_select(0, tokens[rows])
             if need_b:
-                torch.mm(grad_up.t(), scale(down[rows], weights[rows], config), out=grad_b_sets[:, group])
-            grad_scaled = (grad_up @ b_sets[:, group]).view(len(tokens), -1, rank)
-            if need_w:
-                grad_w[rows] = (grad_scaled * down[rows].view(len(tokens), -1, rank)).sum(-1)
-            grad_down = grad_scaled * weights[rows].unsqueeze(-1)
-            grad_down = grad_down.sum(1) if config.shared_a else grad_down.view(len(tokens), -1)
-            if need_a:
-                a_index = 0 if config.shared_a else group
-                grad_a_sets[a_index].addmm_(grad_down.t(), x.index_select(0, tokens))
-            if need_x:
-                grad_x.index_copy_(0, tokens, grad_down @ a_sets[group])
-        grad_a = grad_b = None
-        if need_a:
-            grad_a = grad_a_sets[0] if config.shared_a else gather_back(grad_a_sets, sets, config, 0)
-        if need_b:
-            grad_b = gather_back(grad_b_sets, sets, config, 1)
-        return grad, grad_x, grad_a, grad_b, grad_w, None, None, None, None
+                expert_b(grad_b, e, config).addmm_(grad_up.t(), scaled[rows])
+            torch.mm(grad_up, expert_b(lora_b, e, config), out=grad_scaled[rows])
+        grad_w = (grad_scaled * down).sum(-1) if need_w else None
+        grad_down = grad_scaled * weights.unsqueeze(-1)
+        grad_a = torch.zeros_like(lora_a) if need_a else None
+        grad_x = torch.zeros_like(x) if need_x else None
+        if config.shared_a:
+            per_token = grad_down.new_zeros(len(x), config.rank).index_add_(0, tokens, grad_down)
+            grad_a = per_token.t() @ x if need_a else None
+            grad_x = per_token @ lora_a if need_x else None
+        else:
+            for e, rows in expert_rows(groups):
+                if need_a:
+                    inputs = x.index_select(0, tokens[rows])
+                    expert_a(grad_a, e, config).addmm_(grad_down[rows].t(), inputs)
+                if need_x:
+                    add_rows(grad_x, tokens[rows], grad_down[rows], expert_a(lora_a, e, config))
+        return grad, grad_x, grad_a, grad_b, grad_w, None, None, None
 
 
-def set_weights(
-    lora_a: torch.Tensor, lora_b: torch.Tensor, sets: torch.Tensor, config: CuMAConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each expert set's A rows [G, k*r, in] and B columns [out, G, k*r], the set's experts side by side
-    (with ``shared_a`` A itself, [1, r, in], which every set shares)."""
-    rank, groups = config.rank, len(sets) // config.top_k
-    out = lora_b.shape[0]
-    b_sets = lora_b.view(out, -1, rank).index_select(1, sets).view(out, groups, -1)
-    if config.shared_a:
-        return lora_a.unsqueeze(0).expand(groups, -1, -1), b_sets
-    a_sets = lora_a.view(-1, rank, lora_a.shape[-1]).index_select(0, sets).view(groups, -1, lora_a.shape[-1])
-    return a_sets, b_sets
-
-
-def scale(down: torch.Tensor, weights: torch.Tensor, config: CuMAConfig) -> torch.Tensor:
-    """The k gated rank-r projections of each token side by side, [n, k*r], from [n, k*r] or shared [n, r]."""
-    n, k = weights.shape
-    projected = down.view(n, -1, config.rank)  # [n, k or 1, r]
-    return (projected * weights.unsqueeze(-1)).view(n, k * config.rank)
-
-
-def gather_back(per_set: torch.Tensor, sets: torch.Tensor, config: CuMAConfig, dim: int) -> torch.Tensor:
-    """Sum the per-set gradients of A ([G, k*r, in], ``dim=0``) or B ([out, G, k*r], ``dim=1``) into
-    each expert's rows or columns."""
-    experts, rank = config.num_experts, config.rank
-    if dim == 0:
-        parts = per_set.reshape(-1, rank, per_set.shape[-1])
-        total = parts.new_zeros(experts, rank, parts.shape[-1]).index_add_(0, sets, parts)
-        return total.view(-1, parts.shape[-1])
-    parts = per_set.reshape(per_set.shape[0], -1, rank)
-    return parts.new_zeros(parts.shape[0], experts, rank).index_add_(1, sets, parts).view(parts.shape[0], -1)
-
-
-def group_rows(ends: list[int]) -> Iterator[slice]:
-    """Each expert set's slice of the tokens in group order."""
+def expert_rows(groups: list[tuple[int, int]]) -> Iterator[tuple[int, slice]]:
+    """Each expert with the slice of its pairs."""
     start = 0
-    for end in ends:
-        yield slice(start, end)
+    for expert, end in groups:
+        yield expert, slice(start, end)
         start = end
+
+
+def expert_a(lora_a: torch.Tensor, expert: int, config: CuMAConfig) -> torch.Tensor:
+    """Expert ``expert``'s rows of A, a view (so gradients can be added into it)."""
+    return lora_a[expert * config.rank : (expert + 1) * config.rank]
+
+
+def expert_b(lora_b: torch.Tensor, expert: int, config: CuMAConfig) -> torch.Tensor:
+    """Expert ``expert``'s columns of B, a view (so gradients can be added into it)."""
+    return lora_b[:, expert * config.rank : (expert + 1) * config.rank]
+
+
+def add_rows(out: torch.Tensor, rows: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
+    """``out[rows] += left @ right``."""
+    out.index_add_(0, rows, left @ right)
 
 
 class GatheredGroupedMM(torch.autograd.Function):
