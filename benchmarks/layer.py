@@ -4,8 +4,9 @@ Compared side by side in one run (round-robin over implementations, median of re
   base       the frozen nn.Linear alone (the floor)
   cuma-dense MixtureLoRALinear + its router on [hidden ; demographic], top-k, aux loss included, every
              expert computed (CuMAConfig.dispatch='dense')
-  cuma-sparse the same computing only the selected experts (dispatch='sparse'); the summary says which
-             of the two dispatch='auto' picks (cuma/adapter/dispatch.py)
+  cuma-sparse the same computing only the selected experts (dispatch='sparse': one expert at a time on
+             CPU, grouped_mm on CUDA); the summary says which of the two dispatch='auto' picks
+             (cuma/adapter/dispatch.py)
   reference  reference-style layer: router on the concatenated [h ; d] input, then a Python loop over
              top-k slots x experts with boolean-mask gather/scatter (kept here only, for comparison)
   peft-lora  PEFT LoRA at the same rank (one expert, no router)

@@ -147,13 +147,9 @@ def add_by_expert(
     config: CuMAConfig,
 ) -> torch.Tensor:
     """`add_sparse` one expert at a time over the token-expert pairs sorted by expert (`ExpertLoRA`)."""
-    k = config.top_k
-    weights, chosen = gates.topk(k, dim=-1)  # [T, k]
-    order = chosen.flatten().argsort(stable=True)  # token-expert pairs grouped by expert
-    experts, counts = torch.unique_consecutive(chosen.flatten()[order], return_counts=True)
-    groups = list(zip(experts.tolist(), counts.cumsum(0).tolist(), strict=True))
-    weights = weights.flatten()[order] * config.scaling
-    tokens = order.div(k, rounding_mode="floor")
+    pair_experts, tokens, weights = sorted_pairs(gates, config)
+    experts, counts = torch.unique_consecutive(pair_experts, return_counts=True)
+    groups = list(zip(experts.tolist(), counts.cumsum(0).tolist(), strict=True))  # a host sync, free on CPU
     return ExpertLoRA.apply(result, x, lora_a, lora_b, weights, tokens, groups, config)
 
 
@@ -166,12 +162,10 @@ def add_grouped_mm(
     config: CuMAConfig,
 ) -> torch.Tensor:
     """`add_sparse` with the token-expert pairs sorted by expert and one ``grouped_mm`` per projection."""
-    experts, rank, k = config.num_experts, config.rank, config.top_k
-    weights, chosen = gates.topk(k, dim=-1)  # [T, k]
-    order = chosen.flatten().argsort(stable=True)  # token-expert pairs grouped by expert
-    token = order.div(k, rounding_mode="floor")
-    offsets = torch.bincount(chosen.flatten(), minlength=experts).cumsum(0).to(torch.int32)
-    weights = weights.flatten()[order].unsqueeze(-1) * config.scaling
+    experts, rank = config.num_experts, config.rank
+    pair_experts, token, weights = sorted_pairs(gates, config)
+    offsets = torch.bincount(pair_experts, minlength=experts).cumsum(0).to(torch.int32)
+    weights = weights.unsqueeze(-1)
     if config.shared_a:
         down = (x @ lora_a.t()).index_select(0, token)  # one A: project once, then gather [T*k, r]
     else:
@@ -180,6 +174,18 @@ def add_grouped_mm(
     b_t = lora_b.view(-1, experts, rank).permute(1, 2, 0)  # [N, r, out]
     up = F.grouped_mm(down * weights, b_t, offs=offsets)  # [T*k, out]
     return IndexAdd.apply(result, token, up)
+
+
+def sorted_pairs(gates: torch.Tensor, config: CuMAConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gates' top-k token-expert pairs sorted by expert: each pair's expert, token and scaled gate."""
+    k = config.top_k
+    weights, chosen = gates.topk(k, dim=-1)  # [T, k]
+    order = chosen.flatten().argsort(stable=True)
+    return (
+        chosen.flatten()[order],
+        order.div(k, rounding_mode="floor"),
+        weights.flatten()[order] * config.scaling,
+    )
 
 
 SPARSE_FORMS = {"cpu": add_by_expert}
