@@ -9,8 +9,9 @@ because they are what the LLM methods must beat. The splits depend on ``data.see
 
 Under ``accelerate launch`` every process runs this driver: training is data-parallel (`cuma.train`),
 scoring shares its batches out over the processes and gathers every prediction
-(`cuma.evaluation.scoring`), and only the main process writes files; ``cuma compare`` logs on the main process only. The processes share one machine: the quick
-run's temporary checkpoint folder is made by the main process and its name broadcast to the others.
+(`cuma.evaluation.scoring`), and only the main process writes files; ``cuma compare`` logs on the main
+process only. The processes share one machine: the quick run's temporary checkpoint folder is made by
+the main process and its name broadcast to the others.
 A chat dataset (PRISM, Community Alignment) makes it a preference comparison
 (`cuma.compare.preference_run`), in the same report directory.
 """
