@@ -8,6 +8,7 @@ from torch import nn
 from cuma.config import ExperimentConfig
 from cuma.errors import ConfigError
 from cuma.methods import entry_config
+from cuma.preflight import check_settings
 from cuma.train.optim import build_optimizer
 
 
@@ -56,7 +57,23 @@ def test_method_lr_sets_each_entrys_own_objective_rate() -> None:
     assert entry_config("lora", config)[1].objective_train.lr == 3e-4
     assert entry_config("cuma", config)[1].objective_train.lr == 1e-3
     assert entry_config("cuma@dpo", config)[1].objective_train.lr == 1e-5
-    with pytest.raises(ConfigError, match=r"method_lr\.mixlora: not a methods entry"):
-        _config("methods=[lora]", "method_lr={mixlora: 1.0e-4}")
+    unlisted = _config("methods=[lora]", "method_lr={mixlora: 1.0e-4}")  # kept in the file, unused
+    check_settings(unlisted, unlisted.methods)
+    assert entry_config("lora", unlisted)[1].objective_train.lr == 1e-3
+    unknown = _config("methods=[lora]", "method_lr={telepathy: 1.0e-4}")
+    with pytest.raises(ConfigError, match=r"method_lr\.telepathy: unknown method 'telepathy'"):
+        check_settings(unknown, unknown.methods)
     with pytest.raises(ConfigError, match=r"method_lr\.lora=0"):
         _config("methods=[lora]", "method_lr={lora: 0}")
+
+
+def test_cuma_train_trains_a_method_at_its_own_rate(tmp_path) -> None:
+    from cuma.quick import quick_config
+    from cuma.train.checkpoint import read_run_shape
+    from cuma.train.cli import train_method
+
+    quick = quick_config(ExperimentConfig(method_lr={"lora": 9.0e-3}))
+    assert quick.method_lr == {}  # the real model's rates are not the tiny one's
+    config = quick.with_overrides([f"output_dir={tmp_path}", "train.max_steps=1", "method_lr={lora: 2.0e-3}"])
+    result = train_method(config, "lora")
+    assert read_run_shape(result.checkpoint)["train.lr"] == 2e-3

@@ -676,7 +676,9 @@ class ExperimentConfig(Checked):
         default_factory=dict,
         metadata=doc(
             "Learning rate per methods entry in place of its objective's (train.lr, dpo.lr or grpo.lr), "
-            "e.g. {lora: 3.0e-4, cuma@dpo: 1.0e-5}; cuma sweep writes the ones it chose on validation."
+            "e.g. {lora: 3.0e-4, cuma@dpo: 1.0e-5}; cuma sweep writes the ones it chose on validation. "
+            "As with adapter_overrides, an entry that methods does not list is unused (a run of fewer "
+            "methods keeps the file's rates); every name must be a known method."
         ),
     )
     seeds: list[int] = field(
@@ -704,10 +706,6 @@ class ExperimentConfig(Checked):
         if len(set(self.data_seeds)) != len(self.data_seeds) or not all(map(SEED.test, self.data_seeds)):
             raise ConfigError(f"data_seeds={self.data_seeds!r}: distinct seeds, each {SEED.rule}")
         for entry, lr in self.method_lr.items():
-            if entry not in self.methods:
-                raise ConfigError(
-                    f"method_lr.{entry}: not a methods entry; entries: {', '.join(self.methods)}"
-                )
             if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
                 raise ConfigError(f"method_lr.{entry}={lr!r}: must be a positive number")
 

@@ -127,10 +127,16 @@ def entry_config(entry: str, config: ExperimentConfig) -> tuple[str, ExperimentC
 
 
 def check_methods(names: Iterable[str], config: ExperimentConfig | None = None) -> None:
-    """Fail before any work on an unknown method, or on adapter overrides that no build would accept."""
+    """Fail before any work on an unknown method, on a ``method_lr`` entry that names none, or on adapter
+    overrides that no build would accept."""
     for name in names:
         split_entry(name)
     if config is not None:
+        for entry in config.method_lr:
+            try:
+                split_entry(entry)
+            except ValueError as err:
+                raise ConfigError(f"method_lr.{entry}: {err}") from None
         for name, overrides in config.adapter_overrides.items():
             if name not in METHODS:
                 raise ValueError(

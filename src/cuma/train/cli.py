@@ -99,10 +99,11 @@ def load_config(path: Path, overrides: list[str], quick: bool = False) -> Experi
 def train_method(
     config: ExperimentConfig, method: str, resume: bool = False, changed: Sequence[str] = ()
 ) -> TrainResult:
-    """Load data, model and encoder as ``cuma compare`` does, build ``method`` and train it."""
+    """Load data, model and encoder as ``cuma compare`` does, build ``method`` and train it (at its
+    ``method_lr`` rate when the config gives one)."""
     from cuma.data.experiment import prepare_data
     from cuma.encoder import make_encoder
-    from cuma.methods import get_method
+    from cuma.methods import entry_config, get_method
     from cuma.models import load_base_model
     from cuma.preflight import check_no_checkpoints, check_settings
     from cuma.processes import process_state
@@ -113,6 +114,9 @@ def train_method(
     check_settings(config, [method])
     if not get_method(method).trainable:
         raise CumaError(f"method {method!r} has nothing to train; evaluate it with cuma compare")
+    # The method's own rate from method_lr, as cuma compare trains it, so a comparison can resume this run.
+    objective = config.train.objective
+    config = entry_config(method if objective == "sft" else f"{method}@{objective}", config)[1]
     out = train_dir(Path(config.output_dir) / "train", method, config.train.seed, config.train.objective)
     if not resume:
         check_no_checkpoints(out / CHECKPOINT_DIR)
