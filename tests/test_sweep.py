@@ -23,9 +23,13 @@ def test_a_quick_sweep_chooses_on_validation_and_scores_test_once(tmp_path: Path
     for rate in ("0.0001", "0.005"):
         tuned = json.loads((final / "sweep" / "lora" / f"lr{rate}" / "results.json").read_text())
         assert tuned["config"]["data"]["score_split"] == "valid"
+        # A trial skips the gradient-interference diagnostic; the final comparison keeps it.
+        assert tuned["config"]["eval"]["interference_examples"] is None
+        assert all(run["gradient_cosine"] is None for run in tuned["runs"])
     results = json.loads((final / "results.json").read_text())
     assert results["config"]["data"]["score_split"] == "test"
     assert results["config"]["method_lr"] == {"lora": record["chosen"]["lora"]}
+    assert any(run["gradient_cosine"] is not None for run in results["runs"] if run["method"] == "lora")
     assert "chosen on validation: lora lr" in capsys.readouterr().out
 
 

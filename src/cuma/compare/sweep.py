@@ -9,7 +9,8 @@ lower is better; ties go to the smaller rate) becomes the entry's ``method_lr``.
 every entry at its chosen rate on the test respondents, once, into ``output_dir``; ``sweep.json`` there
 records the grid, every validation score and the choices. A ``NAME@dpo`` entry is tuned on ``dpo.lr``
 after its SFT entry has its rate; its sweep runs list the SFT entry first (trained again there, at its
-chosen rate), since DPO starts from it.
+chosen rate), since DPO starts from it. Trials skip the gradient-interference diagnostic (it does not
+bear on the rate and costs about a tenth of a trial); the final comparison runs it.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def run_sweep(
                     f"output_dir={folder}",
                     f"seeds=[{config.seeds[0]}]",
                     "data_seeds=[]",
+                    # The interference diagnostic does not bear on the rate; the final runs have it.
+                    "eval.interference_examples=null",
                 ]
             )
             run = _replace_methods(run, [*before, entry], {**{m: chosen[m] for m in before}, entry: rate})
