@@ -22,10 +22,12 @@ The load average is printed before and after: on a shared machine other work slo
 from __future__ import annotations
 
 import argparse
+import functools
+import operator
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from peft import LoraConfig
@@ -75,7 +77,15 @@ class ReferenceLoopLoRA(nn.Module):
         return out + lora_out
 
 
-Impl = tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], list[nn.Parameter]]
+Outputs = tuple[torch.Tensor, torch.Tensor | None]
+"""What one call returns: the projections' summed output and, for CuMA, the routers' aux loss (a scalar
+that a training step adds to its loss, never to the activations)."""
+Impl = tuple[Callable[[torch.Tensor, torch.Tensor], Outputs], list[nn.Parameter]]
+
+
+def total(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of ``tensors`` without the copy that ``sum()``'s start value 0 adds to the first."""
+    return functools.reduce(operator.add, tensors)
 
 
 def cuma_config(rank: int, dispatch: str = "auto") -> CuMAConfig:
@@ -104,11 +114,11 @@ def build(rank: int, dtype: torch.dtype, projections: int, device: torch.device)
             layer.update_layer("default", config, "r")
             nn.init.normal_(layer.cuma_B["default"], std=0.01)
 
-        def run(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        def run(x: torch.Tensor, d: torch.Tensor) -> Outputs:
             state = RoutingState(routers, config, demographic=d)  # one per call: the router runs once
             with use_routing(state):
-                output = sum(layer(x) for layer in layers)
-            return output + sum(state.aux_losses)  # the aux loss is part of a training step's cost
+                output = total(layer(x) for layer in layers)
+            return output, total(state.aux_losses)  # the aux loss is part of a training step's cost
 
         return run, trainable([routers, *layers])
 
@@ -122,11 +132,11 @@ def build(rank: int, dtype: torch.dtype, projections: int, device: torch.device)
     ]
 
     return {
-        "base": (lambda x, d: sum(base(x) for base in bases), []),
+        "base": (lambda x, d: (total(base(x) for base in bases), None), []),
         "cuma-dense": run_cuma("dense"),
         "cuma-sparse": run_cuma("sparse"),
-        "reference": (lambda x, d: sum(layer(x, d) for layer in reference), trainable(reference)),
-        "peft-lora": (lambda x, d: sum(layer(x) for layer in peft), trainable(peft)),
+        "reference": (lambda x, d: (total(layer(x, d) for layer in reference), None), trainable(reference)),
+        "peft-lora": (lambda x, d: (total(layer(x) for layer in peft), None), trainable(peft)),
     }
 
 
@@ -161,7 +171,11 @@ def measure(
             # Fresh gradients every step, as after optimizer.zero_grad(): no accumulation into old ones.
             for tensor in (x, *params):
                 tensor.grad = None
-            fn(x, d).backward(grad)
+            output, aux = fn(x, d)
+            if aux is None:
+                output.backward(grad)
+            else:
+                torch.autograd.backward([output, aux], [grad, torch.ones_like(aux)])
 
         return run
 

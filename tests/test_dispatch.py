@@ -20,6 +20,8 @@ from cuma.adapter.dispatch import (
     SPARSE_MIN_TOKENS,
     add_grouped_mm,
     choose_dispatch,
+    chunk_rows,
+    expert_chunks,
 )
 from cuma.adapter.router import use_routing
 
@@ -112,6 +114,34 @@ def test_each_form_matches_the_naive_loop(
 ) -> None:
     """Against the loop in float64, so the tolerance bounds the fast form's own float32 rounding."""
     block = make(preset, overrides, use_form(form, monkeypatch))
+    x, d, probe = inputs()
+    fast = run(block, x, d, probe)
+    exact = copy.deepcopy(block).double()
+    slow = run(exact, x.double(), d.double(), probe.double(), fn=lambda x, d: naive(exact, x, d))
+    for got, expected in zip(fast, slow, strict=True):
+        torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_expert_chunks_split_each_experts_pairs_and_cover_every_pair_once() -> None:
+    chunks = list(expert_chunks([(0, 5), (2, 6), (3, 13)], rows=3))
+    assert chunks == [
+        (0, slice(0, 3)),
+        (0, slice(3, 5)),
+        (2, slice(5, 6)),
+        (3, slice(6, 9)),
+        (3, slice(9, 12)),
+        (3, slice(12, 13)),
+    ]
+
+
+@pytest.mark.parametrize(("preset", "overrides"), [("cuma", {}), ("cuma", {"shared_a": True})])
+def test_the_cpu_sparse_form_in_chunks_of_three_rows_matches_the_naive_loop(
+    preset: str, overrides: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every expert's pairs split into several chunks that share one workspace (three rows of IN floats)."""
+    monkeypatch.setattr("cuma.adapter.dispatch.CHUNK_BYTES", 3 * IN * 4)
+    assert chunk_rows(IN, 4) == 3
+    block = make(preset, overrides, "sparse")
     x, d, probe = inputs()
     fast = run(block, x, d, probe)
     exact = copy.deepcopy(block).double()

@@ -8,11 +8,12 @@ movement, but it computes N experts where top-k routing uses k: its adapter cost
 multiplying only its own pairs' rows, in one of two ways (`SPARSE_FORMS` picks by device):
 
 - on CPU (`add_by_expert`, `ExpertLoRA`): one expert at a time, its rows gathered, multiplied and added
-  back with ``index_add_`` while they are in cache, the gates applied to all pairs at once, and only
-  indices and rank-r projections saved. At r=64 (2 threads or 1) this costs about 0.15x of the base
+  back with ``index_add_`` in chunks of a few MB that reuse one workspace, and only indices and rank-r
+  projections saved. At r=64 (2 threads or 1) one expert at a time cost about 0.15x of the base
   projection less than gathering all k rows per token first and calling ``grouped_mm``, whose CPU
-  kernel loops over the experts anyway. Grouping the tokens by their *set* of experts instead (one
-  gather and one scatter per token) saved no more, with 28 sets' GEMMs to launch instead of 8.
+  kernel loops over the experts anyway; the reused workspace saved about 0.1x more (no fresh pages).
+  Grouping the tokens by their *set* of experts instead (one gather and one scatter per token) saved
+  no more, with 28 sets' GEMMs to launch instead of 8.
 - elsewhere (`add_grouped_mm`): all rows gathered, one ``torch.nn.functional.grouped_mm`` per projection,
   so no host-device synchronisation; the results added back with ``index_add_`` (on CUDA in no fixed
   order, so bitwise reproducible only under ``torch.use_deterministic_algorithms``).
@@ -196,10 +197,13 @@ class ExpertLoRA(torch.autograd.Function):
     """``result[t] += sum_p w[p] B_{e_p} A_{e_p} x[t]`` over the pairs p of token t, one expert at a time.
 
     ``tokens`` holds each pair's token, the pairs sorted by expert; ``groups`` each expert that has pairs
-    and where its pairs end. An expert's rows are gathered, multiplied and added back while they are in
-    cache, where gathering all T*k rows first sends them through memory; the rank-r projections of all
-    pairs are gated at once. Backward keeps ``x`` (which the block keeps anyway), the indices and the
-    rank-r projections. With ``shared_a`` every token is projected once.
+    and where its pairs end. An expert's pairs are taken in chunks of at most `chunk_rows` rows: each
+    chunk's rows are gathered, multiplied and added back in one workspace that every chunk reuses. Large
+    fresh buffers are what made this form slow: allocations past glibc's mmap threshold (32 MB at most)
+    come from the kernel and fault in every page on first touch, and a buffer per expert for the gathered
+    rows and another for their products allocated about 0.7 GB per training step of one projection at
+    8192 tokens, in=out=2048, r=64 (benchmarks/layer.py). Backward keeps ``x`` (which the block keeps
+    anyway), the indices and the rank-r projections. With ``shared_a`` every token is projected once.
     """
 
     @staticmethod
@@ -214,17 +218,22 @@ class ExpertLoRA(torch.autograd.Function):
         groups: list[tuple[int, int]],
         config: CuMAConfig,
     ) -> torch.Tensor:
+        in_features, out_features = x.shape[1], result.shape[1]
+        chunks = list(expert_chunks(groups, chunk_rows(max(in_features, out_features), x.element_size())))
+        workspace = Workspace(x, chunks, max(in_features, out_features))
         if config.shared_a:
             down = (x @ lora_a.t()).index_select(0, tokens)
         else:
             down = x.new_empty(len(tokens), config.rank)
-            for e, rows in expert_rows(groups):
-                torch.mm(x.index_select(0, tokens[rows]), expert_a(lora_a, e, config).t(), out=down[rows])
-        scaled = down * weights.unsqueeze(-1)
-        for e, rows in expert_rows(groups):
-            add_rows(result, tokens[rows], scaled[rows], expert_b(lora_b, e, config).t())
+        for e, rows in chunks:
+            if not config.shared_a:
+                inputs = torch.index_select(x, 0, tokens[rows], out=workspace.rows(rows, in_features))
+                torch.mm(inputs, expert_a(lora_a, e, config).t(), out=down[rows])
+            scaled = down[rows] * weights[rows].unsqueeze(-1)
+            up = torch.mm(scaled, expert_b(lora_b, e, config).t(), out=workspace.rows(rows, out_features))
+            result.index_add_(0, tokens[rows], up)
         ctx.save_for_backward(x, lora_a, lora_b, weights, tokens, down)
-        ctx.groups, ctx.config = groups, config
+        ctx.chunks, ctx.config = chunks, config
         ctx.mark_dirty(result)
         return result
 
@@ -233,39 +242,59 @@ class ExpertLoRA(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         x, lora_a, lora_b, weights, tokens, down = ctx.saved_tensors
-        groups, config = ctx.groups, ctx.config
+        chunks, config = ctx.chunks, ctx.config
         _, need_x, need_a, need_b, need_w = ctx.needs_input_grad[:5]
-        scaled = down * weights.unsqueeze(-1) if need_b else None
+        in_features, out_features = x.shape[1], grad.shape[1]
+        workspace = Workspace(x, chunks, max(in_features, out_features))
         grad_b = torch.zeros_like(lora_b) if need_b else None
-        grad_scaled = torch.empty_like(down)
-        for e, rows in expert_rows(groups):
-            grad_up = grad.index_select(0, tokens[rows])
+        grad_a = torch.zeros_like(lora_a) if need_a and not config.shared_a else None
+        grad_x = torch.zeros_like(x) if need_x and not config.shared_a else None
+        grad_down = torch.empty_like(down)
+        grad_w = down.new_empty(len(tokens)) if need_w else None
+        for e, rows in chunks:
+            grad_up = torch.index_select(grad, 0, tokens[rows], out=workspace.rows(rows, out_features))
+            gate = weights[rows].unsqueeze(-1)
             if need_b:
-                expert_b(grad_b, e, config).addmm_(grad_up.t(), scaled[rows])
-            torch.mm(grad_up, expert_b(lora_b, e, config), out=grad_scaled[rows])
-        grad_w = (grad_scaled * down).sum(-1) if need_w else None
-        grad_down = grad_scaled * weights.unsqueeze(-1)
-        grad_a = torch.zeros_like(lora_a) if need_a else None
-        grad_x = torch.zeros_like(x) if need_x else None
+                expert_b(grad_b, e, config).addmm_(grad_up.t(), down[rows] * gate)
+            grad_scaled = grad_up @ expert_b(lora_b, e, config)
+            if need_w:
+                grad_w[rows] = (grad_scaled * down[rows]).sum(-1)
+            torch.mul(grad_scaled, gate, out=grad_down[rows])
+            if config.shared_a:
+                continue
+            if need_a:
+                inputs = torch.index_select(x, 0, tokens[rows], out=workspace.rows(rows, in_features))
+                expert_a(grad_a, e, config).addmm_(grad_down[rows].t(), inputs)
+            if need_x:
+                product = torch.mm(
+                    grad_down[rows], expert_a(lora_a, e, config), out=workspace.rows(rows, in_features)
+                )
+                grad_x.index_add_(0, tokens[rows], product)
         if config.shared_a:
             per_token = grad_down.new_zeros(len(x), config.rank).index_add_(0, tokens, grad_down)
             grad_a = per_token.t() @ x if need_a else None
             grad_x = per_token @ lora_a if need_x else None
-        else:
-            for e, rows in expert_rows(groups):
-                if need_a:
-                    inputs = x.index_select(0, tokens[rows])
-                    expert_a(grad_a, e, config).addmm_(grad_down[rows].t(), inputs)
-                if need_x:
-                    add_rows(grad_x, tokens[rows], grad_down[rows], expert_a(lora_a, e, config))
         return grad, grad_x, grad_a, grad_b, grad_w, None, None, None
 
 
-def expert_rows(groups: list[tuple[int, int]]) -> Iterator[tuple[int, slice]]:
-    """Each expert with the slice of its pairs."""
+CHUNK_BYTES = 8 * 2**20
+"""The most bytes of rows `ExpertLoRA` gathers or multiplies at once: one workspace this size (or the
+largest expert's rows, if smaller) per call, well below the 32 MB past which glibc takes an allocation
+from the kernel (`ExpertLoRA`), and small enough that a chunk's gathered rows may still be in cache
+when its GEMM reads them."""
+
+
+def chunk_rows(width: int, element_size: int) -> int:
+    """Rows of ``width`` elements per chunk (`CHUNK_BYTES`; at least one)."""
+    return max(1, CHUNK_BYTES // (width * element_size))
+
+
+def expert_chunks(groups: list[tuple[int, int]], rows: int) -> Iterator[tuple[int, slice]]:
+    """Each expert with the slices of its pairs, at most ``rows`` pairs per slice."""
     start = 0
     for expert, end in groups:
-        yield expert, slice(start, end)
+        for first in range(start, end, rows):
+            yield expert, slice(first, min(first + rows, end))
         start = end
 
 
@@ -279,9 +308,16 @@ def expert_b(lora_b: torch.Tensor, expert: int, config: CuMAConfig) -> torch.Ten
     return lora_b[:, expert * config.rank : (expert + 1) * config.rank]
 
 
-def add_rows(out: torch.Tensor, rows: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
-    """``out[rows] += left @ right``."""
-    out.index_add_(0, rows, left @ right)
+class Workspace:
+    """One flat buffer that every chunk's gathered rows and products reuse (`ExpertLoRA`)."""
+
+    def __init__(self, like: torch.Tensor, chunks: list[tuple[int, slice]], width: int) -> None:
+        most = max((rows.stop - rows.start for _, rows in chunks), default=0)
+        self.buffer = like.new_empty(most * width)
+
+    def rows(self, rows: slice, width: int) -> torch.Tensor:
+        """A contiguous [len(rows), width] view at the start of the buffer."""
+        return self.buffer[: (rows.stop - rows.start) * width].view(-1, width)
 
 
 class GatheredGroupedMM(torch.autograd.Function):
