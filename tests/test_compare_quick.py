@@ -13,6 +13,7 @@ from cuma.adapter import CuMAConfig
 from cuma.cli import main
 from cuma.compare.cli import DEFAULT_CONFIG
 from cuma.compare.report import FLOOR_ROW, TABLE_COLUMNS
+from cuma.compare.results import ComparisonResults
 from cuma.compare.run import run_comparison
 from cuma.config import ExperimentConfig
 from cuma.errors import ConfigError
@@ -303,3 +304,25 @@ def test_validation_scoring_is_labelled_in_the_report(tmp_path, report):
     out = run_comparison(config, quick=True)
     assert "VALIDATION numbers (data.score_split=valid)" in (out / "report.md").read_text()
     assert "VALIDATION" not in (report / "report.md").read_text()
+
+
+def test_the_readme_table_script_prints_the_reports_own_numbers(report, results):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "readme_table.py"
+    spec = importlib.util.spec_from_file_location("readme_table", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    parsed = ComparisonResults.read(report / "results.json")
+    rows = markdown_table(script.table(parsed, "lora", everything=False))
+    header, body = rows[0], {row[0]: row for row in rows[1:]}
+    test = results["evidence"]["splits"]["test"]
+    assert set(body) == set(test["values"]) - {"random-draw", "shuffled-truth", "always-first"}
+    column = header.index("Log-loss ↓")
+    for method, row in body.items():
+        assert number(row[column]) == pytest.approx(test["values"][method]["log_loss"]["estimate"], abs=5e-4)
+    shift = header.index("Δ accuracy vs lora")
+    expected = test["differences"]["lora"]["cuma"]["accuracy"]["estimate"]
+    assert body["lora"][shift] == "—" and number(body["cuma"][shift]) == pytest.approx(expected, abs=5e-4)
+    every = markdown_table(script.table(parsed, "lora", everything=True))
+    assert {row[0] for row in every[1:]} == set(test["values"])
