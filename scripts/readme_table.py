@@ -3,7 +3,8 @@
 One row per method (the calibration rows only with ``--all``): trainable parameters, log-loss, Brier and
 accuracy on the test split with their intervals, the paired difference of log-loss and accuracy against a
 baseline method (``*`` where the interval excludes 0), and log-loss and accuracy on the held-out profile
-cells. The numbers are the report's own (`cuma.compare.results`); this only picks and formats them.
+cells. The numbers and their formatting are the report's own (`cuma.compare.results`, `cuma.compare.report`);
+this only picks them.
 
     python scripts/readme_table.py runs/gss-science [--baseline lora] [--all]
 """
@@ -13,23 +14,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cuma.compare.results import RESULTS_FILE, ComparisonResults
-from cuma.metrics.evidence import Difference, Interval
+from cuma.compare.report import format_interval, markdown_table
+from cuma.compare.results import RESULTS_FILE, ComparisonResults, ResultsTable
+from cuma.metrics.evidence import Difference
 
 CALIBRATION = ("random-draw", "shuffled-truth", "always-first")
 
 
-def interval(value: Interval | None) -> str:
-    if value is None or value.estimate is None:
-        return "—"
-    return f"{value.estimate:.3f} [{value.low:.3f}, {value.high:.3f}]"
-
-
 def difference(value: Difference | None) -> str:
-    if value is None or value.estimate is None:
-        return "—"
-    mark = " *" if value.excludes_zero else ""
-    return f"{value.estimate:+.3f} [{value.low:+.3f}, {value.high:+.3f}]{mark}"
+    """As the report's difference tables write one, without the test's p-value."""
+    return format_interval(value, 3) + (" *" if value is not None and value.excludes_zero else "")
 
 
 def table(results: ComparisonResults, baseline: str, everything: bool) -> str:
@@ -38,11 +32,18 @@ def table(results: ComparisonResults, baseline: str, everything: bool) -> str:
     splits = results.evidence.splits
     test, heldout = splits["test"], splits.get("heldout")
     params = {run.method: run.trainable_params for run in results.runs}
-    header = (
-        f"| Method | Trainable params | Log-loss ↓ | Brier ↓ | Accuracy | Δ log-loss vs {baseline} "
-        f"| Δ accuracy vs {baseline} | Zero-shot log-loss ↓ | Zero-shot acc. |"
-    )
-    lines = [header, "|" + "---|" * 9]
+    columns = [
+        "Method",
+        "Trainable params",
+        "Log-loss ↓",
+        "Brier ↓",
+        "Accuracy",
+        f"Δ log-loss vs {baseline}",
+        f"Δ accuracy vs {baseline}",
+        "Zero-shot log-loss ↓",
+        "Zero-shot acc.",
+    ]
+    rows = []
     against = test.differences.get(baseline, {})
     for method, values in test.values.items():
         if method in CALIBRATION and not everything:
@@ -50,19 +51,20 @@ def table(results: ComparisonResults, baseline: str, everything: bool) -> str:
         count = params.get(method)
         shift = against.get(method, {})
         zero_shot = heldout.values.get(method, {}) if heldout is not None else {}
-        cells = [
-            method,
-            "—" if count is None else f"{count:,}",
-            interval(values.get("log_loss")),
-            interval(values.get("brier")),
-            interval(values.get("accuracy")),
-            "—" if method == baseline else difference(shift.get("log_loss")),
-            "—" if method == baseline else difference(shift.get("accuracy")),
-            interval(zero_shot.get("log_loss")),
-            interval(zero_shot.get("accuracy")),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(
+            [
+                method,
+                "—" if count is None else f"{count:,}",
+                format_interval(values.get("log_loss"), 3),
+                format_interval(values.get("brier"), 3),
+                format_interval(values.get("accuracy"), 3),
+                "—" if method == baseline else difference(shift.get("log_loss")),
+                "—" if method == baseline else difference(shift.get("accuracy")),
+                format_interval(zero_shot.get("log_loss"), 3),
+                format_interval(zero_shot.get("accuracy"), 3),
+            ]
+        )
+    return "\n".join(markdown_table(ResultsTable(columns, rows)))
 
 
 def main() -> None:
