@@ -219,8 +219,9 @@ class ExpertLoRA(torch.autograd.Function):
         config: CuMAConfig,
     ) -> torch.Tensor:
         in_features, out_features = x.shape[1], result.shape[1]
-        chunks = list(expert_chunks(groups, chunk_rows(max(in_features, out_features), x.element_size())))
-        workspace = Workspace(x, chunks, max(in_features, out_features))
+        width = max(in_features, out_features)  # of the workspace: gathered inputs or products
+        chunks = list(expert_chunks(groups, chunk_rows(width, x.element_size())))
+        workspace = Workspace(x, chunks, width)
         if config.shared_a:
             down = (x @ lora_a.t()).index_select(0, tokens)
         else:
