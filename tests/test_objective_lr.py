@@ -77,3 +77,30 @@ def test_cuma_train_trains_a_method_at_its_own_rate(tmp_path) -> None:
     config = quick.with_overrides([f"output_dir={tmp_path}", "train.max_steps=1", "method_lr={lora: 2.0e-3}"])
     result = train_method(config, "lora")
     assert read_run_shape(result.checkpoint)["train.lr"] == 2e-3
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides", "lr"),
+    [
+        ("lora@dpo", ["method_lr={lora@dpo: 2.0e-3, lora: 5.0e-3}"], 2e-3),
+        ("lora", ["train.objective=dpo", "method_lr={lora@dpo: 2.0e-3, lora: 5.0e-3}"], 5e-3),
+    ],
+)
+def test_cuma_train_resolves_an_entry_as_cuma_compare_does(
+    tmp_path, method: str, overrides: list[str], lr: float
+) -> None:
+    """``cuma train --method E`` trains what the ``methods`` entry E of a comparison trains: its objective,
+    its ``method_lr`` rate and its run folder, so ``cuma compare --resume`` can pick the run up."""
+    from cuma.quick import quick_config
+    from cuma.train.checkpoint import read_run_shape
+    from cuma.train.cli import train_method
+    from cuma.train.layout import train_dir
+
+    config = quick_config(ExperimentConfig()).with_overrides(
+        [f"output_dir={tmp_path}", "train.max_steps=1", *overrides]
+    )
+    result = train_method(config, method)
+    _, compared = entry_config(method, config)
+    assert compared.objective_train.lr == lr
+    assert read_run_shape(result.checkpoint)["train.lr"] == lr
+    assert result.checkpoint.is_relative_to(train_dir(tmp_path / "train", "lora", 42, "dpo"))

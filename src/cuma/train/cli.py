@@ -2,12 +2,15 @@
 
     cuma train --config configs/gss-cuma.yaml --method cuma train.lr=1e-4 train.max_steps=100
     cuma train --config configs/gss-cuma.yaml method=lora --resume
+    cuma train --config configs/gss-preference-offline.yaml --method cuma@dpo   # after --method cuma
 
-The method is ``--method NAME`` or, equivalently, a ``method=NAME`` item among the overrides; the
-other overrides are the dotted ``section.field=value`` pairs of `cuma.config`; as in ``cuma compare``
-they apply on top of ``--quick``, so ``--quick train.max_steps=2`` runs two steps. The data split and
-sample are those of ``cuma compare`` (``data.*``), and the run goes to
-``<output_dir>/train/<method>-seed<train.seed>``, where ``cuma compare --resume`` finds it too.
+The method is ``--method NAME`` or, equivalently, a ``method=NAME`` item among the overrides. It reads as
+the same entry of ``cuma compare``'s ``methods``: ``NAME`` trains ``train.objective``, ``NAME@dpo`` DPO,
+each at ``method_lr``'s rate for that entry. The other overrides are the dotted ``section.field=value``
+pairs of `cuma.config`; as in ``cuma compare`` they apply on top of ``--quick``, so ``--quick
+train.max_steps=2`` runs two steps. The data split and sample are those of ``cuma compare`` (``data.*``),
+and the run goes to ``<output_dir>/train/<method>-seed<train.seed>`` (``<method>-dpo-seed...`` for DPO),
+where ``cuma compare --resume`` finds it too.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ logger = logging.getLogger("cuma.train")
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="experiment YAML (see configs/)")
     parser.add_argument(
-        "--method", help="method to train (see cuma.methods.METHODS), or override method=NAME"
+        "--method",
+        help="method to train (see cuma.methods.METHODS), NAME@dpo or NAME@grpo for a preference objective, "
+        "or override method=NAME",
     )
     add_run_arguments(parser, "the same run on a tiny random model and a small sample (seconds)")
     parser.set_defaults(func=main)
@@ -99,8 +104,9 @@ def load_config(path: Path, overrides: list[str], quick: bool = False) -> Experi
 def train_method(
     config: ExperimentConfig, method: str, resume: bool = False, changed: Sequence[str] = ()
 ) -> TrainResult:
-    """Load data, model and encoder as ``cuma compare`` does, build ``method`` and train it (at its
-    ``method_lr`` rate when the config gives one)."""
+    """Load data, model and encoder as ``cuma compare`` does, build ``method`` (a ``methods`` entry:
+    ``NAME`` under ``train.objective`` or ``NAME@OBJECTIVE``) and train it at its ``method_lr`` rate when
+    the config gives one."""
     from cuma.data.experiment import prepare_data
     from cuma.encoder import make_encoder
     from cuma.methods import entry_config, get_method
@@ -112,23 +118,23 @@ def train_method(
     from cuma.train.trainer import CHECKPOINT_DIR, train
 
     check_settings(config, [method])
-    if not get_method(method).trainable:
-        raise CumaError(f"method {method!r} has nothing to train; evaluate it with cuma compare")
-    # The method's own rate from method_lr, as cuma compare trains it, so a comparison can resume this run.
-    objective = config.train.objective
-    config = entry_config(method if objective == "sft" else f"{method}@{objective}", config)[1]
-    out = train_dir(Path(config.output_dir) / "train", method, config.train.seed, config.train.objective)
+    # The entry resolves as the same entry of cuma compare's ``methods`` does (its objective, its
+    # ``method_lr`` rate), so a comparison can resume this run.
+    name, config = entry_config(method, config)
+    if not get_method(name).trainable:
+        raise CumaError(f"method {name!r} has nothing to train; evaluate it with cuma compare")
+    out = train_dir(Path(config.output_dir) / "train", name, config.train.seed, config.train.objective)
     if not resume:
         check_no_checkpoints(out / CHECKPOINT_DIR)
     data = prepare_data(config.data)
     base, tokenizer = load_base_model(config.model.name, dtype=config.model.dtype)
     encoder = make_encoder(config.model)
-    prepared = starting_method(config, method, base, encoder, out.parent)
+    prepared = starting_method(config, name, base, encoder, out.parent)
     logger.info("%s: trainable parameters\n%s", method, prepared.parameter_report())
     if prepared.uses_demographics:
         data = data.with_embeddings(encoder)
     recipe = training_recipe(config, data, tokenizer, prepared, process_state().device)
-    identity = run_identity(config, method, data.examples("train", prepared.persona_in_prompt))
+    identity = run_identity(config, name, data.examples("train", prepared.persona_in_prompt))
     return train(
         prepared,
         recipe.dataset,
