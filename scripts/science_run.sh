@@ -5,4 +5,5 @@ extra=()
 [ -d runs/gss-science/train ] && extra=(--resume)
 echo "$(date) start ${extra[*]}" >> runs/gss-science.log
 .venv/bin/cuma sweep --config configs/gss-science.yaml --grid 3e-4,1e-3 "${extra[@]}" >> runs/gss-science.log 2>&1
-echo "$(date) exit rc=$?" >> runs/gss-science.log
+rc=$?
+echo "$(date) exit rc=$rc" >> runs/gss-science.log
