@@ -4,9 +4,8 @@ import math
 
 import pytest
 
+from cuma.metrics.bootstrap import BootstrapConfig, bootstrap_ratios
 from cuma.metrics.preference import (
-    BootstrapConfig,
-    bootstrap_ratios,
     choice_accuracy,
     group_win_rates,
     win_rate,
@@ -75,8 +74,8 @@ def test_bad_verdicts_and_settings_are_errors():
         win_rate(["failed", "failed"], bootstrap=None)
     with pytest.raises(ValueError, match="no usable verdict"):
         win_rate([], bootstrap=None)
-    with pytest.raises(ValueError, match="resamples must be >= 1"):
-        BootstrapConfig(resamples=0)
+    with pytest.raises(ValueError, match="resamples must be >= 2"):
+        BootstrapConfig(resamples=1)
     with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\)"):
         BootstrapConfig(confidence=1.0)
 

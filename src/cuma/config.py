@@ -633,7 +633,11 @@ class PreferenceEvalConfig(Checked):
         ),
     )
     bootstrap_resamples: int = field(
-        default=1000, metadata=doc("Bootstrap resamples of the accuracy and win-rate intervals.", AT_LEAST_1)
+        default=1000,
+        metadata=doc(
+            "Bootstrap resamples of the accuracy and win-rate intervals (cuma.metrics.bootstrap).",
+            Check("at least 2", lambda v: v >= 2),
+        ),
     )
     confidence: float = field(default=0.95, metadata=doc("Coverage of the bootstrap intervals.", OPEN_UNIT))
     bootstrap_seed: int = field(default=0, metadata=doc("Seed of the bootstrap resampling.", SEED))

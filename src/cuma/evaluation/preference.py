@@ -39,7 +39,8 @@ from cuma.judges import (
     judge_prompt,
 )
 from cuma.methods import PreparedModel
-from cuma.metrics.preference import BootstrapConfig, WinRate, group_win_rates, win_rate
+from cuma.metrics.bootstrap import BootstrapConfig
+from cuma.metrics.preference import WinRate, group_win_rates, win_rate
 
 ID_FIELDS = ("conversation_id", "annotator_id", "turn", "respondent_id", "question_id")
 """Attributes that identify a prompt; the table gets a column for each one every prompt has."""

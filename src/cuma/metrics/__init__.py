@@ -1,6 +1,7 @@
 """Survey metrics: proper scores, accuracy and inequity, WorldValuesBench EMD, distributional alignment, mean
 collapse; and the evidence behind the report's intervals (`cuma.metrics.evidence`)."""
 
+from cuma.metrics.bootstrap import BootstrapConfig
 from cuma.metrics.classification import (
     accuracy,
     group_accuracy_table,
@@ -29,7 +30,6 @@ from cuma.metrics.frame import (
 from cuma.metrics.noise_floor import population_frame
 from cuma.metrics.preference import (
     VERDICTS,
-    BootstrapConfig,
     ChoiceAccuracy,
     WinRate,
     choice_accuracy,

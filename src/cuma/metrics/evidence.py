@@ -28,11 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cuma.metrics.bootstrap import percentile_interval, resample_counts, run_of_replicate
+from cuma.metrics.bootstrap import BootstrapConfig, percentile_interval, resample_counts, run_of_replicate
 from cuma.metrics.emd import argmax_emd, emd_summary
 from cuma.metrics.noise_floor import FLOOR_METRICS, floor_samples
 from cuma.metrics.paired_tests import mcnemar, sign_flip_p
-from cuma.metrics.preference import BootstrapConfig
 from cuma.metrics.totals import REPLICATED_METRICS, RespondentTotals
 
 RunKey = tuple[str, int, int]

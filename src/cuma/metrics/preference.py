@@ -14,58 +14,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from cuma.metrics.bootstrap import BootstrapConfig, bootstrap_ratios
+
 VERDICTS = ("win", "loss", "tie", "failed")
-
-
-@dataclass(frozen=True)
-class BootstrapConfig:
-    """Settings of the percentile bootstrap.
-
-    Attributes:
-        resamples: resamples of the units, drawn with replacement (>= 1).
-        confidence: the interval's coverage, in (0, 1).
-        seed: seed of the resampling, so reports are reproducible.
-    """
-
-    resamples: int = 1000
-    confidence: float = 0.95
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.resamples < 1:
-            raise ValueError(f"bootstrap resamples must be >= 1, got {self.resamples}")
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"bootstrap confidence must be in (0, 1), got {self.confidence}")
-
-
-def bootstrap_ratios(
-    numerators: Sequence[Sequence[float]],
-    denominator: Sequence[float],
-    config: BootstrapConfig,
-    what: str = "units",
-) -> list[tuple[float, float]]:
-    """Percentile intervals of ``sum(numerator) / sum(denominator)`` over units resampled with replacement.
-
-    Every numerator [U] shares the same resamples of the U units, so paired statistics stay paired.
-    """
-    denominator = np.asarray(denominator, dtype=float)
-    numerators = [np.asarray(numerator, dtype=float) for numerator in numerators]
-    n = len(denominator)
-    if n < 2:
-        raise ValueError(f"a bootstrap needs at least 2 {what}, got {n}")
-    if any(numerator.shape != denominator.shape for numerator in numerators) or (denominator <= 0).any():
-        raise ValueError(f"bootstrap needs numerators of shape {denominator.shape} and positive denominators")
-    rng = np.random.default_rng(config.seed)
-    chunk = max(1, 1_000_000 // n)
-    stats: list[list[np.ndarray]] = [[] for _ in numerators]
-    for start in range(0, config.resamples, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, config.resamples - start), n))
-        total = denominator[idx].sum(1)
-        for out, numerator in zip(stats, numerators, strict=True):
-            out.append(numerator[idx].sum(1) / total)
-    tail = 100 * (1 - config.confidence) / 2
-    intervals = [np.percentile(np.concatenate(s), [tail, 100 - tail]) for s in stats]
-    return [(float(low), float(high)) for low, high in intervals]
 
 
 @dataclass(frozen=True)
