@@ -224,3 +224,27 @@ def test_bf16_autocast_runs_and_keeps_float32_parameters() -> None:
     lora_a = layer.cuma_A[ADAPTER]
     assert y.dtype == torch.bfloat16
     assert lora_a.dtype == torch.float32 and lora_a.grad.dtype == torch.float32
+
+
+def test_a_shared_router_runs_once_per_input_even_through_an_alias() -> None:
+    """q, k and v share a router that runs once per block input: an alias of the same input (DeepSpeed
+    ZeRO-3 hands each projection its own) reuses the gates and adds no second aux loss; another tensor of
+    equal values, or the same memory written in between, runs the router again."""
+    config, _, routers = build("cuma", {"load_balancing_weight": 0.3})
+    x = torch.randn(2, 5, IN, dtype=torch.float64)
+    state = RoutingState(routers, config, demographic=torch.randn(2, DEMO, dtype=torch.float64))
+    gates = state.gates("r", x, "q_proj")
+    assert state.gates("r", x.view_as(x), "v_proj") is gates
+    assert len(state.aux_losses) == 1
+    state.gates("r", x.clone(), "k_proj")
+    assert len(state.aux_losses) == 2
+    y = torch.randn(2, 5, IN, dtype=torch.float64)
+    before = state.gates("r", y, "q_proj")
+    y.add_(1.0)
+    after = state.gates("r", y.view_as(y), "v_proj")
+    assert len(state.aux_losses) == 4 and not torch.equal(before, after)
+    with torch.inference_mode():  # no version counter: the same object only
+        z = torch.randn(2, 5, IN, dtype=torch.float64)
+        assert state.gates("r", z, "q_proj") is state.gates("r", z, "v_proj")
+        state.gates("r", z.view_as(z), "k_proj")
+    assert len(state.aux_losses) == 6

@@ -140,17 +140,19 @@ class RoutingState:
     compute_aux: bool = True
     record: dict[str, list[torch.Tensor]] | None = None
     aux_losses: list[torch.Tensor] = field(default_factory=list, init=False, repr=False)
-    _cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
+    _cache: dict[str, tuple[torch.Tensor, tuple[Any, ...], torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def gates(self, router_key: str, hidden: torch.Tensor, layer_name: str) -> torch.Tensor:
         """Expert gates [B, S, N] (or [B, 1, N]) for ``hidden`` [B, S, in]; a router runs once per input."""
         cached = self._cache.get(router_key)
-        if cached is not None and cached[0] is hidden:
-            gates = cached[1]
+        if cached is not None and cached[1] == tensor_key(hidden):
+            gates = cached[2]
         else:
             logits = self.routers[router_key](hidden, self.demographic)
             gates, probs, selected = routing_weights(logits, self.config)
-            self._cache[router_key] = (hidden, gates)
+            self._cache[router_key] = (hidden, tensor_key(hidden), gates)  # the tensor keeps its memory
             if self.compute_aux and self.config.load_balancing_weight + self.config.router_z_loss_weight > 0:
                 self.aux_losses.append(
                     router_aux_loss(logits, probs, selected, self._token_mask(hidden), self.config)
@@ -177,6 +179,16 @@ class RoutingState:
         must save the same tensors as the first run, aux loss included, so it computes the aux losses again
         into a list of its own that nobody reads; the routing was already recorded."""
         return replace(self, record=None)
+
+
+def tensor_key(tensor: torch.Tensor) -> tuple[Any, ...]:
+    """What makes two tensors hold the same values while the first is alive: the same memory, layout and
+    version (aliases share the version counter, which every in-place write moves). Hooks that wrap each
+    module's inputs (DeepSpeed ZeRO-3 hands the q, k and v projections each their own alias of the block's
+    hidden state) must not make a shared router run, and count its aux loss, once per projection. Inference
+    tensors keep no version counter, so for them only the same object counts."""
+    version = ("object", id(tensor)) if tensor.is_inference() else tensor._version
+    return (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype, tensor.device, version)
 
 
 _ACTIVE: ContextVar[RoutingState | None] = ContextVar("cuma_routing", default=None)
