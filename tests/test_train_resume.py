@@ -7,7 +7,7 @@ import torch
 from accelerate.utils import DistributedType
 
 from cuma.train import list_checkpoints
-from cuma.train.checkpoint import CheckpointError, load_checkpoint
+from cuma.train.checkpoint import CheckpointError, load_checkpoint, read_run_shape
 from train_toys import run, toy_config, weights
 
 
@@ -79,9 +79,12 @@ def test_checkpoint_of_another_run_shape_is_refused(tmp_path):
         run("lora", toy_config(max_steps=1, batch_size=5), tmp_path, resume=True)
 
 
-def test_resuming_under_deepspeed_is_refused(tmp_path):
-    """ZeRO keeps each process's partition of the optimizer state, which a checkpoint does not gather."""
+def test_a_one_process_checkpoint_is_refused_under_a_sharded_strategy(tmp_path):
+    """Its optimizer state is keyed by index; FSDP and DeepSpeed ZeRO resume a state keyed by parameter
+    name (tests/test_multiprocess_deepspeed.py, tests/test_multiprocess_fsdp2.py resume those)."""
     prepared, result = run("lora", toy_config(max_steps=1), tmp_path)
-    deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)
-    with pytest.raises(CheckpointError, match="DeepSpeed is not supported"):
-        load_checkpoint(deepspeed, result.checkpoint, prepared, None, None, {})
+    shape = read_run_shape(result.checkpoint)
+    for strategy in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        sharded = SimpleNamespace(distributed_type=strategy)
+        with pytest.raises(CheckpointError, match="by parameter index, written without FSDP or DeepSpeed"):
+            load_checkpoint(sharded, result.checkpoint, prepared, None, None, shape)

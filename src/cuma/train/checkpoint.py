@@ -18,11 +18,11 @@ bit or a truncated file is found (and `newest_valid_checkpoint` falls back to th
 What is written is the whole run's state, not the main process's part of it: the model's full state
 dict is gathered on every save (``accelerator.get_state_dict``: the local module under DDP, the shards
 gathered under FSDP, the ZeRO-3 partitions gathered under DeepSpeed) and the main process writes it.
-Under FSDP the optimizer state is gathered too (torch's full optimizer state dict, keyed by parameter
-name) and a resume shards it again. A resume loads the saved weights into the model before accelerate
-prepares it (`cuma.train.trainer`), so each strategy shards or replicates whole, exact weights itself.
-Under DeepSpeed ZeRO every process keeps only its partition of the optimizer state, which this file does
-not gather: such a checkpoint holds the full weights but a resume from it is refused.
+Under FSDP and DeepSpeed ZeRO the optimizer state is gathered too, into torch's full optimizer state
+dict keyed by parameter name (FSDP: torch's own; ZeRO: cuma/train/zero_state.py), and a resume
+partitions it again, over any number of processes. A resume loads the saved weights into the model
+before accelerate prepares it (`cuma.train.trainer`), so each strategy shards or replicates whole, exact
+weights itself.
 """
 
 from __future__ import annotations
@@ -51,13 +51,14 @@ from torch.distributed.checkpoint.state_dict import (
 from cuma.atomic import atomic_write_text, fsync_path
 from cuma.methods import PreparedModel
 from cuma.sidecar import sha256_file
+from cuma.train.zero_state import gather_zero_state, gather_zero_weights, load_zero_state
 
 STATE_FILE = "trainer_state.json"
 MANIFEST_FILE = "manifest.json"
 MODEL_DIR = "model"
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
-OPTIMIZER_KEYS = {False: "index", True: "name"}  # sharded (FSDP) -> how optimizer.json keys the parameters
+OPTIMIZER_KEYS = {False: "index", True: "name"}  # sharded (FSDP, ZeRO) -> how optimizer.json keys parameters
 
 
 # Train settings the restored optimizer and scheduler states carry, so a resume cannot change them.
@@ -113,8 +114,10 @@ def save_checkpoint(
     final, tmp = root / name, root / f"{TMP_PREFIX}{name}"
     main = accelerator.is_main_process
     weights = accelerator.get_state_dict(model)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        weights = gather_zero_weights(model, weights)
     sharded = _optimizer_sharded(accelerator)
-    optimizer_state = _full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
+    optimizer_state = _full_optimizer_state(accelerator, model, optimizer)
     if main:
         shutil.rmtree(tmp, ignore_errors=True)  # debris of an earlier failed save
     accelerator.wait_for_everyone()
@@ -183,12 +186,6 @@ def load_checkpoint(
     differences are listed in one error. Returns the position and the allowed changes
     (key -> [checkpoint value, this run's value]).
     """
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise CheckpointError(
-            f"{path}: resuming under DeepSpeed is not supported: each process holds only its ZeRO partition "
-            "of the optimizer state, which the checkpoint does not gather; resume under DDP or FSDP, or "
-            "start a new run from the checkpoint's model folder"
-        )
     frozen = sorted(allow_changed & set(OPTIMIZER_STATE_SETTINGS))
     if frozen:
         raise ValueError(
@@ -197,7 +194,7 @@ def load_checkpoint(
         )
     state = json.loads((path / STATE_FILE).read_text())
     diffs = check_run_shape(path, state["run_shape"], run_shape, allow_changed)
-    _load_optimizer(path, model, optimizer, _optimizer_sharded(accelerator))
+    _load_optimizer(path, model, optimizer, accelerator.distributed_type)
     scheduler.load_state_dict(state["scheduler"])
     _load_rng(path, accelerator.process_index)
     return Position(**state["position"]), diffs
@@ -226,17 +223,25 @@ def read_run_shape(path: Path) -> dict[str, Any]:
     return json.loads((path / STATE_FILE).read_text())["run_shape"]
 
 
+SHARDED_OPTIMIZERS = (DistributedType.FSDP, DistributedType.DEEPSPEED)
+"""Strategies whose processes each hold only a shard of the optimizer state (`_full_optimizer_state`)."""
+
+
 def _optimizer_sharded(accelerator: Accelerator) -> bool:
-    """Whether each process holds only a shard of the optimizer state that `_full_optimizer_state`
-    gathers (FSDP)."""
-    return accelerator.distributed_type == DistributedType.FSDP
+    return accelerator.distributed_type in SHARDED_OPTIMIZERS
 
 
-def _full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The whole optimizer state on the main process (empty elsewhere), keyed by parameter name: torch's
-    full optimizer state dict, gathered from every process's shards."""
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_optimizer_state_dict(model, optimizer, options=options)
+def _full_optimizer_state(
+    accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """The whole optimizer state: this process's own, or (FSDP, ZeRO) torch's full optimizer state dict,
+    keyed by parameter name and gathered from every process's shards (on the main process at least)."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return gather_zero_state(model, optimizer)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(model, optimizer, options=options)
+    return optimizer.state_dict()
 
 
 def _save_optimizer(directory: Path, state: dict[str, Any], keys: str) -> None:
@@ -255,15 +260,17 @@ def _save_optimizer(directory: Path, state: dict[str, Any], keys: str) -> None:
 
 
 def _load_optimizer(
-    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, sharded: bool
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, strategy: DistributedType
 ) -> None:
-    """Restore what `_save_optimizer` wrote: as it is, or sharded again over the processes (FSDP)."""
+    """Restore what `_save_optimizer` wrote: as it is, or sharded again over the processes (FSDP, ZeRO)."""
+    sharded = strategy in SHARDED_OPTIMIZERS
     meta = json.loads((directory / "optimizer.json").read_text())
     keys = meta.get("keys", OPTIMIZER_KEYS[False])  # checkpoints from before gathering were keyed by index
     if keys != OPTIMIZER_KEYS[sharded]:
+        written = "under FSDP or DeepSpeed" if keys == OPTIMIZER_KEYS[True] else "without FSDP or DeepSpeed"
         raise CheckpointError(
             f"{directory / 'optimizer.json'}: the optimizer state is keyed by parameter {keys}, written "
-            f"{'under' if keys == OPTIMIZER_KEYS[True] else 'without'} FSDP; resume under the same strategy"
+            f"{written}; resume under the same strategy"
         )
     state: dict[Any, dict[str, Any]] = {}
     flat = {**load_file(str(directory / "optimizer.safetensors")), **meta["scalars"]}
@@ -271,7 +278,9 @@ def _load_optimizer(
         param, name = key.rsplit(".", 1)
         state.setdefault(param if sharded else int(param), {})[name] = value
     full = {"state": state, "param_groups": meta["param_groups"]}
-    if sharded:
+    if strategy == DistributedType.DEEPSPEED:
+        load_zero_state(model, optimizer, full, str(directory / "optimizer.json"))
+    elif sharded:
         set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
     else:
         optimizer.load_state_dict(full)

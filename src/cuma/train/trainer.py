@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 
 from cuma.config import TrainConfig
@@ -70,6 +70,7 @@ from cuma.train.layout import train_settings
 from cuma.train.monitor import hparams, postfix, routing_stats, trackers
 from cuma.train.objectives import SFT, Objective
 from cuma.train.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
+from cuma.train.zero_state import configure_zero, set_zero_masters, trainable_weights
 
 MIXED_PRECISION = {"bf16": "bf16", "fp32": "no"}  # train.precision -> accelerate mixed_precision
 CHECKPOINT_DIR = "checkpoints"
@@ -182,13 +183,19 @@ def _train(
         project_dir=str(output_dir),
     )
     set_seed(config.seed)
+    zero = accelerator.distributed_type == DistributedType.DEEPSPEED
+    if zero:
+        configure_zero(accelerator.state.deepspeed_plugin, config)
     if start is not None:
         # The checkpoint's full weights go into the whole model before accelerate prepares it, so DDP
         # replicates them, FSDP shards them and ZeRO-3 partitions them, each exactly.
         prepared.load_weights(start / MODEL_DIR)
+    initial = trainable_weights(prepared) if zero else None
     loader, sampler = make_loader(dataset, collate_fn, config.batch_size, config.seed)
     optimizer = build_optimizer(prepared.parameter_groups(), config)
     model, optimizer, loader = accelerator.prepare(prepared, optimizer, loader)
+    if initial is not None:
+        set_zero_masters(model, initial)
     plan = plan_steps(len(loader), config)
     scheduler = build_scheduler(optimizer, config, plan)
     run_shape = {
@@ -335,6 +342,7 @@ class _Loop:
         finite: list[torch.Tensor] = []
         for i, batch in enumerate(micro):
             last = i == len(micro) - 1
+            acc.sync_gradients = last  # DeepSpeed reduces the gradients and steps inside the last backward
             with contextlib.ExitStack() as stack:
                 if not last:
                     stack.enter_context(acc.no_sync(self.model))
