@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cuma.cli import main
-from cuma.compare.sweep import best_rate, parse_grid
+from cuma.compare.sweep import best_rate, grid_edges, parse_grid
 from cuma.errors import ConfigError
 
 
@@ -30,7 +30,15 @@ def test_a_quick_sweep_chooses_on_validation_and_scores_test_once(tmp_path: Path
     assert results["config"]["data"]["score_split"] == "test"
     assert results["config"]["method_lr"] == {"lora": record["chosen"]["lora"]}
     assert any(run["gradient_cosine"] is not None for run in results["runs"] if run["method"] == "lora")
-    assert "chosen on validation: lora lr" in capsys.readouterr().out
+    assert record["at_edge"] == grid_edges(record["grid"], record["chosen"])
+    assert record["at_edge"]["lora"] in ("lowest", "highest")  # a grid of two: every choice is an end
+    assert f"({record['at_edge']['lora']} of the grid)" in capsys.readouterr().out
+
+
+def test_grid_edges_names_choices_at_either_end() -> None:
+    chosen = {"lora": 1e-3, "cuma": 3e-4, "mixlora": 1e-4}
+    assert grid_edges([1e-4, 3e-4, 1e-3], chosen) == {"lora": "highest", "mixlora": "lowest"}
+    assert grid_edges([1e-3], {"lora": 1e-3}) == {}  # one rate: no edge to speak of
 
 
 def test_best_rate_prefers_the_better_score_then_the_smaller_rate() -> None:

@@ -7,7 +7,8 @@ report under ``<output_dir>/sweep/<entry>/lr<rate>`` (a finished one is reused, 
 resumes where it stopped). The rate with the best validation score (log-loss by default: a proper score,
 lower is better; ties go to the smaller rate) becomes the entry's ``method_lr``. The final comparison runs
 every entry at its chosen rate on the test respondents, once, into ``output_dir``; ``sweep.json`` there
-records the grid, every validation score and the choices. A ``NAME@dpo`` entry is tuned on ``dpo.lr``
+records the grid, every validation score, the choices and which of them lie at an end of the grid
+(their best rate may lie outside it; a warning says so too). A ``NAME@dpo`` entry is tuned on ``dpo.lr``
 after its SFT entry has its rate; its sweep runs list the SFT entry first (trained again there, at its
 chosen rate), since DPO starts from it. Trials skip the gradient-interference diagnostic (it does not
 bear on the rate and costs about a tenth of a trial); the final comparison runs it.
@@ -114,7 +115,13 @@ def run_sweep(
         chosen[entry] = best_rate(scores[entry], metric)
     final = _replace_methods(config, list(config.methods), {**config.method_lr, **chosen})
     report = run_comparison(final, quick=quick, resume=resume)
-    record = {"grid": list(grid), "metric": metric, "validation": scores, "chosen": chosen}
+    edges = grid_edges(grid, chosen)
+    for entry, edge in edges.items():
+        logger.warning(
+            "sweep %s: the chosen lr %g is the %s of the grid; a wider grid may score better on validation",
+            entry, chosen[entry], edge,
+        )  # fmt: skip
+    record = {"grid": list(grid), "metric": metric, "validation": scores, "chosen": chosen, "at_edge": edges}
     with atomic_path(report / SWEEP_FILE) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return report
@@ -124,6 +131,15 @@ def best_rate(scores: dict[str, float], metric: str) -> float:
     """The rate (keys as written by `run_sweep`) with the best score; ties go to the smaller rate."""
     sign = -1.0 if METRICS[metric] is max else 1.0
     return min((float(rate) for rate in scores), key=lambda rate: (sign * scores[f"{rate:g}"], rate))
+
+
+def grid_edges(grid: Sequence[float], chosen: dict[str, float]) -> dict[str, str]:
+    """The entries whose chosen rate is the grid's ``lowest`` or ``highest`` (a grid of two or more):
+    their best rate may lie outside the grid, which a report should say."""
+    if len(grid) < 2:
+        return {}
+    ends = {min(grid): "lowest", max(grid): "highest"}
+    return {entry: ends[rate] for entry, rate in chosen.items() if rate in ends}
 
 
 def _replace_methods(
@@ -154,6 +170,13 @@ def main(args: argparse.Namespace) -> None:
     main_process = log_from_main_process()
     out = run_sweep(config, grid, args.metric, quick=args.quick, resume=args.resume)
     if main_process:
-        chosen = json.loads((out / SWEEP_FILE).read_text())["chosen"]
-        print("chosen on validation: " + ", ".join(f"{k} lr {v:g}" for k, v in chosen.items()))
+        record = json.loads((out / SWEEP_FILE).read_text())
+        edges = record["at_edge"]
+        print(
+            "chosen on validation: "
+            + ", ".join(
+                f"{k} lr {v:g}" + (f" ({edges[k]} of the grid)" if k in edges else "")
+                for k, v in record["chosen"].items()
+            )
+        )
         print_report(out)
