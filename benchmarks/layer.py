@@ -16,7 +16,8 @@ bf16 means bf16 activations and bf16 base/reference/PEFT weights; the CuMA layer
 parameters (its training set-up) and casts them to bf16 per call. Not a test: it prints numbers.
 The load average is printed before and after: on a shared machine other work slows every row alike.
 
-    python benchmarks/layer.py [--quick] [--threads N] [--device cuda] [--dtypes fp32]
+    python benchmarks/layer.py [--quick] [--threads N] [--device cuda] [--dtypes fp32] [--ranks 64]
+        [--units 1proj] [--impls cuma-sparse,peft-lora] [--repeats 9]
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from cuma.adapter.router import use_routing
 HIDDEN, EXPERTS, TOP_K, DEMOGRAPHIC, ROUTER_HIDDEN = 2048, 8, 2, 384, 256
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 IMPLS = ("base", "cuma-dense", "cuma-sparse", "reference", "peft-lora")
+UNITS = {"1proj": 1, "q+v": 2}
+"""The timed units and their projections: one adapted linear with its router, or q and v sharing one."""
 
 
 class ReferenceLoopLoRA(nn.Module):
@@ -206,15 +209,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated, from fp32 and bf16")
+    parser.add_argument("--ranks", default="8,64", help="comma-separated adapter ranks")
+    parser.add_argument("--units", default=",".join(UNITS), help=f"comma-separated, from {', '.join(UNITS)}")
+    parser.add_argument(
+        "--impls", default=",".join(IMPLS), help="comma-separated implementations (base is always timed)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
-    dtypes = args.dtypes.split(",")
-    unknown = sorted(set(dtypes) - set(DTYPES))
-    if unknown:
-        parser.error(f"--dtypes: unknown {unknown}; expected some of {sorted(DTYPES)}")
+    dtypes, units = args.dtypes.split(","), args.units.split(",")
+    impls = ["base", *(name for name in args.impls.split(",") if name != "base")]
+    for flag, given, known in (
+        ("--dtypes", dtypes, DTYPES),
+        ("--units", units, UNITS),
+        ("--impls", impls, IMPLS),
+    ):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            parser.error(f"{flag}: unknown {unknown}; expected some of {sorted(known)}")
+    try:
+        ranks = [int(rank) for rank in args.ranks.split(",")]
+    except ValueError:
+        parser.error(f"--ranks {args.ranks!r}: expected comma-separated integers")
     torch.set_num_threads(args.threads)
     sequences, length = (2, 512) if args.quick else (8, 1024)
-    ranks = (8, 64)
     repeats = args.repeats or (3 if args.quick else 5)
     cpu = f"CPU, {torch.get_num_threads()} threads"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
@@ -226,20 +243,20 @@ def main() -> None:
     header += f" {'ref / impl':>11}"
     print(header + "\n" + "-" * len(header))
     summary = []
-    for projections, unit in ((1, "1 proj"), (2, "q+v")):
+    for unit in units:
+        projections = UNITS[unit]
         for label in dtypes:
             dtype = DTYPES[label]
             for rank in ranks:
                 torch.manual_seed(1)
                 x = torch.randn(sequences, length, HIDDEN, dtype=dtype, device=device, requires_grad=True)
                 d = torch.randn(sequences, DEMOGRAPHIC, device=device)
-                t = measure(build(rank, dtype, projections, device), x, d, repeats)
-                for name in IMPLS:
-                    fwd, both = t[(name, "fwd")], t[(name, "fwd+bwd")]
-                    vs_base = f"{fwd / t[('base', 'fwd')]:.2f}/{both / t[('base', 'fwd+bwd')]:.2f}"
-                    vs_ref = f"{t[('reference', 'fwd')] / fwd:.2f}/{t[('reference', 'fwd+bwd')] / both:.2f}"
-                    row = f"{unit:<6} {label:<5} {rank:>3} {name:<11} {fwd * 1e3:>9.1f} {both * 1e3:>11.1f}"
-                    print(f"{row} {vs_base:>11} {vs_ref:>11}", flush=True)
+                built = build(rank, dtype, projections, device)
+                t = measure({name: built[name] for name in impls}, x, d, repeats)
+                for name in impls:
+                    row = f"{unit:<6} {label:<5} {rank:>3} {name:<11} {t[name, 'fwd'] * 1e3:>9.1f}"
+                    row += f" {t[name, 'fwd+bwd'] * 1e3:>11.1f} {ratios(t, name, 'base'):>11}"
+                    print(f"{row} {ratios(t, 'reference', name):>11}", flush=True)
                 summary.append((unit, label, rank, dtype, t))
     print(
         f"\n{load()}\nratios: fwd/fwd+bwd. Targets (fwd+bwd, the form dispatch='auto' picks): >= 3x faster "
@@ -248,13 +265,27 @@ def main() -> None:
     )
     for unit, label, rank, dtype, t in summary:
         auto = "cuma-" + choose_dispatch(cuma_config(rank), HIDDEN, HIDDEN, dtype, sequences * length)
-        speedup = t[("reference", "fwd+bwd")] / t[(auto, "fwd+bwd")]
-        overhead = t[(auto, "fwd+bwd")] / t[("base", "fwd+bwd")]
         other = "cuma-dense" if auto == "cuma-sparse" else "cuma-sparse"
-        print(
-            f"{unit} {label} r={rank}: auto picks {auto}, {overhead:.2f}x the base ({other} "
-            f"{t[(other, 'fwd+bwd')] / t[('base', 'fwd+bwd')]:.2f}x), {speedup:.2f}x faster than reference"
-        )
+        if (auto, "fwd+bwd") not in t:
+            continue
+        line = f"{unit} {label} r={rank}: auto picks {auto}, {times(t, auto, 'base')} the base"
+        if (other, "fwd+bwd") in t:
+            line += f" ({other} {times(t, other, 'base')})"
+        if ("reference", "fwd+bwd") in t:
+            line += f", {times(t, 'reference', auto)} faster than reference"
+        print(line)
+
+
+def times(t: dict[tuple[str, str], float], a: str, b: str) -> str:
+    """fwd+bwd of ``a`` as a multiple of ``b``'s."""
+    return f"{t[a, 'fwd+bwd'] / t[b, 'fwd+bwd']:.2f}x"
+
+
+def ratios(t: dict[tuple[str, str], float], a: str, b: str) -> str:
+    """``a``'s time over ``b``'s, fwd/fwd+bwd; a dash when either was not timed (--impls)."""
+    if (a, "fwd") not in t or (b, "fwd") not in t:
+        return "—"
+    return f"{t[a, 'fwd'] / t[b, 'fwd']:.2f}/{t[a, 'fwd+bwd'] / t[b, 'fwd+bwd']:.2f}"
 
 
 if __name__ == "__main__":
