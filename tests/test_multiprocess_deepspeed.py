@@ -39,7 +39,8 @@ needs_deepspeed = pytest.mark.skipif(
 
 
 def _train(out: Path, processes: int, stage: int | None, *extra: str) -> str:
-    """Run ``cuma train`` for CuMA (through this file's ``__main__``); returns its standard output."""
+    """Run ``cuma train`` for CuMA (through this file's ``__main__``); returns its standard output. The
+    run goes to ``out/train/cuma[-OBJECTIVE]-seed42``."""
     env = {key: value for key, value in os.environ.items() if key != "ACCELERATE_USE_CPU"}
     env.update(OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
     if stage is not None:
@@ -56,10 +57,8 @@ def _train(out: Path, processes: int, stage: int | None, *extra: str) -> str:
     return done.stdout
 
 
-def _weights(out: Path, step: int) -> dict[str, torch.Tensor]:
-    (weights,) = (out / "train" / "cuma-seed42" / "checkpoints" / f"step-{step:08d}" / "model").glob(
-        "*.safetensors"
-    )
+def _weights(out: Path, step: int, run: str = "cuma-seed42") -> dict[str, torch.Tensor]:
+    (weights,) = (out / "train" / run / "checkpoints" / f"step-{step:08d}" / "model").glob("*.safetensors")
     return load_file(weights)
 
 
@@ -100,6 +99,24 @@ def test_zero_trains_what_one_process_does_and_resumes_exactly(
     resumed = _weights(tmp_path, 2)
     for name in zero:
         assert torch.equal(resumed[name], zero[name]), name
+
+
+@needs_deepspeed
+def test_grpo_rollouts_under_zero3_train_what_zero2_trains(tmp_path: Path) -> None:
+    """GRPO generates outside the engine's forward, where ZeRO-3 would leave the router's weights
+    partitioned; with them gathered for the rollout (cuma/train/zero_state.py) the same two processes
+    sample the same answers and train the same adapter as under ZeRO-2, which keeps whole weights."""
+    grpo = ["train.objective=grpo", "grpo.num_generations=2"]
+    runs = {stage: _weights(_run_dir(tmp_path, stage, grpo), 2, "cuma-grpo-seed42") for stage in (2, 3)}
+    assert any(tensor.abs().sum() > 0 for name, tensor in runs[2].items() if "_B" in name)
+    for name in runs[2]:
+        torch.testing.assert_close(runs[3][name], runs[2][name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def _run_dir(root: Path, stage: int, extra: list[str]) -> Path:
+    out = root / f"zero{stage}"
+    assert f"{MARK} {stage}" in _train(out, 2, stage, *extra)
+    return out
 
 
 def _plugin(**config: object) -> SimpleNamespace:

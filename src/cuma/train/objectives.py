@@ -59,6 +59,8 @@ class Objective:
     name: ClassVar[str]
     unit_name: ClassVar[str]
     """What `units` counts, for messages."""
+    generates: ClassVar[bool] = False
+    """Whether `rollout` generates with the policy (the trainer then gathers ZeRO-3 weights for it)."""
 
     def rollout(self, prepared: PreparedModel, batch: dict[str, Any]) -> dict[str, Any]:
         """Anything a batch needs from the current policy before the step (GRPO's sampled answers)."""
@@ -194,6 +196,7 @@ class GRPO(Objective):
 
     name = "grpo"
     unit_name = "answer tokens"
+    generates = True
 
     def __init__(self, config: GRPOConfig, tokenizer: Any, reward_fn: RewardFn) -> None:
         self.config = config

@@ -70,7 +70,12 @@ from cuma.train.layout import train_settings
 from cuma.train.monitor import hparams, postfix, routing_stats, trackers
 from cuma.train.objectives import SFT, Objective
 from cuma.train.optim import StepPlan, build_optimizer, build_scheduler, plan_steps
-from cuma.train.zero_state import configure_zero, set_zero_masters, trainable_weights
+from cuma.train.zero_state import (
+    configure_zero,
+    gathered_for_generation,
+    set_zero_masters,
+    trainable_weights,
+)
 
 MIXED_PRECISION = {"bf16": "bf16", "fp32": "no"}  # train.precision -> accelerate mixed_precision
 CHECKPOINT_DIR = "checkpoints"
@@ -324,7 +329,8 @@ class _Loop:
         tokens, pairs, ...) of the step on every process, plus the router losses."""
         acc, step, objective = self.accelerator, self.global_step + 1, self.objective
         started = time.perf_counter()
-        micro = [objective.rollout(self.prepared, batch) for batch in micro]
+        with gathered_for_generation(acc, self.model) if objective.generates else contextlib.nullcontext():
+            micro = [objective.rollout(self.prepared, batch) for batch in micro]
         local = torch.stack(
             [
                 sum(objective.units(b) for b in micro).float(),

@@ -22,9 +22,13 @@ not enough).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from torch import nn
 
 from cuma.config import TrainConfig
@@ -181,6 +185,27 @@ def _step(base: torch.optim.Optimizer) -> torch.Tensor | None:
         if "step" in entry:
             return torch.as_tensor(entry["step"]).detach().cpu()
     return None
+
+
+@contextmanager
+def gathered_for_generation(accelerator: Accelerator, model: nn.Module) -> Iterator[None]:
+    """Every weight whole on every process while a rollout generates (ZeRO-3; a no-op below it).
+
+    Generation calls the model token by token outside the engine's training forward, where a ZeRO-3
+    weight that a module reads without calling the submodule that owns it (the router's first layer) is
+    still partitioned. Gathering them all for the rollout is what TRL's GRPO trainer does too
+    (``unwrap_model_for_generation``), at the cost of holding the whole model on each process meanwhile.
+    """
+    if (
+        accelerator.distributed_type != DistributedType.DEEPSPEED
+        or accelerator.state.deepspeed_plugin.zero_stage < 3
+    ):
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters())):
+        yield
 
 
 def configure_zero(plugin: Any, config: TrainConfig) -> None:
