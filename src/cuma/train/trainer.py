@@ -24,6 +24,9 @@ How it trains (docs/design.md, "Training", says where this differs from the auth
   same batches with the same dropout masks and ends with bit-identical weights. The model and optimizer
   states are gathered from every process (shards under FSDP or ZeRO-3) and written by the main process
   (`cuma.train.checkpoint`).
+* Under DeepSpeed its engine clips and steps inside the backward of a step's last micro-batch; the loop
+  marks that micro-batch, the DeepSpeed config must agree with ``train`` (`cuma.train.zero_state`), the
+  float32 masters start from the exact weights, and ZeRO-3 weights are gathered while GRPO generates.
 * Existing checkpoints are never deleted at start: without ``resume`` they are an error. A resume checks
   what it resumes: every train setting, the run's shape and the caller's ``run_identity`` (data sample,
   model, encoder, ...) must equal the checkpoint's, or the run stops listing each difference; settings
