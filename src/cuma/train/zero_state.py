@@ -51,9 +51,11 @@ def gather_zero_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dic
     param_groups = []
     for group, params in zip(zero.optimizer.param_groups, _group_params(zero), strict=True):
         for param in params:
-            entry = {"step": step.clone()} if step is not None else {}
-            for key in ADAM_STATES if step is not None else ():
-                entry[key] = safe_get_full_optimizer_state(param, key).detach().cpu()
+            entry: dict[str, torch.Tensor] = {}
+            if step is not None:  # before the first step AdamW has no state yet
+                entry["step"] = step.clone()
+                for key in ADAM_STATES:
+                    entry[key] = safe_get_full_optimizer_state(param, key).detach().cpu()
             state[names[id(param)]] = entry
         hyper = {key: value for key, value in group.items() if key != "params"}
         param_groups.append({**hyper, "params": [names[id(param)] for param in params]})
