@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 
 from cuma.config import TrainConfig
 from cuma.errors import ConfigError
+from cuma.preflight import check_comparison_launch
 from cuma.train.zero_state import configure_zero
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "gss-cuma.yaml"
@@ -117,6 +118,22 @@ def _run_dir(root: Path, stage: int, extra: list[str]) -> Path:
     out = root / f"zero{stage}"
     assert f"{MARK} {stage}" in _train(out, 2, stage, *extra)
     return out
+
+
+@pytest.mark.parametrize(("stage", "refused"), [("3", True), ("2", False)])
+def test_a_comparison_under_zero3_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str, refused: bool
+) -> None:
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", stage)
+    if refused:
+        with pytest.raises(ConfigError, match="cuma compare under DeepSpeed ZeRO-3 is not supported"):
+            check_comparison_launch()
+    else:
+        check_comparison_launch()
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "false")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    check_comparison_launch()  # not a DeepSpeed launch
 
 
 def _plugin(**config: object) -> SimpleNamespace:

@@ -1,16 +1,17 @@
 """Checks that span objects, run before any model work and naming the setting and value at fault.
 
 Each config dataclass checks its own values (`cuma.config`); what needs something else is checked here,
-as early as that thing exists: `check_settings` against the method registry and the adapter configs,
-`check_fresh` against checkpoints left on disk, `check_fields` and `check_scored_respondents` against the
-survey and its sample, and `check_letters` and `check_resume` once the base model and tokenizer are
-loaded. ``cuma compare`` and ``cuma train`` both call them, so a comparison fails before it trains its
-first method, not at the method's turn.
+as early as that thing exists: `check_comparison_launch` against the launcher, `check_settings` against
+the method registry and the adapter configs, `check_fresh` against checkpoints left on disk,
+`check_fields` and `check_scored_respondents` against the survey and its sample, and `check_letters` and
+`check_resume` once the base model and tokenizer are loaded. ``cuma compare`` and ``cuma train`` both
+call them, so a comparison fails before it trains its first method, not at the method's turn.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,22 @@ from cuma.train.checkpoint import (
 )
 from cuma.train.layout import run_identity, starting_model, train_dir, train_settings
 from cuma.train.trainer import CHECKPOINT_DIR
+
+
+def check_comparison_launch() -> None:
+    """A comparison is refused under DeepSpeed ZeRO-3, before any work: ZeRO-3 partitions the module it
+    trains for good, and a comparison scores, diagnoses and trains its further methods on that one
+    shared base model (tests/test_multiprocess_deepspeed.py shows `cuma train` under ZeRO-3)."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return
+    from accelerate.utils import DeepSpeedPlugin
+
+    if DeepSpeedPlugin().zero_stage == 3:
+        raise ConfigError(
+            "cuma compare under DeepSpeed ZeRO-3 is not supported: ZeRO-3 partitions the base model that "
+            "every method of a comparison shares; train each method with cuma train under ZeRO-3, or "
+            "compare under DDP, FSDP or ZeRO-2 (configs/accelerate/)"
+        )
 
 
 def check_settings(config: ExperimentConfig, methods: Sequence[str]) -> None:

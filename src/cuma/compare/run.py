@@ -57,6 +57,7 @@ from cuma.judges import Judge
 from cuma.metrics import BootstrapConfig, comparison_evidence, population_frame
 from cuma.models import load_base_model
 from cuma.preflight import (
+    check_comparison_launch,
     check_fields,
     check_fresh,
     check_letters,
@@ -94,6 +95,7 @@ def run_comparison(
     chat = config.data.dataset in CHAT_DATASETS
     # The survey references need survey answers; a chat dataset compares its methods with the base model.
     methods = list(dict.fromkeys(config.methods if chat else [*config.methods, *REFERENCE_BASELINES]))
+    check_comparison_launch()
     check_settings(config, methods)
     if judge is not None and not chat:
         raise ValueError(
