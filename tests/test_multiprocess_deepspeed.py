@@ -11,7 +11,7 @@ and sets the state to DEEPSPEED with the plugin accelerate builds from the ``ACC
 environment, as ``accelerate launch`` would on a GPU machine, and then runs ``cuma train``.
 
 Also here, without DeepSpeed installed: `configure_zero`, which makes accelerate's DeepSpeed config agree
-with the trainer or refuses it before any training.
+with the trainer or refuses it before any training, and the refusal of a comparison under ZeRO-3.
 """
 
 from __future__ import annotations
