@@ -20,9 +20,8 @@ dict is gathered on every save (``accelerator.get_state_dict``: the local module
 gathered under FSDP, the ZeRO-3 partitions gathered under DeepSpeed) and the main process writes it.
 Under FSDP and DeepSpeed ZeRO the optimizer state is gathered too, into torch's full optimizer state
 dict keyed by parameter name (FSDP: torch's own; ZeRO: cuma/train/zero_state.py), and a resume
-partitions it again. A resume loads the saved weights into the model
-before accelerate prepares it (`cuma.train.trainer`), so each strategy shards or replicates whole, exact
-weights itself.
+partitions it again. A resume loads the saved weights into the model before accelerate prepares it
+(`cuma.train.trainer`), so each strategy shards or replicates whole, exact weights itself.
 """
 
 from __future__ import annotations

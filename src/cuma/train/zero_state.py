@@ -101,7 +101,7 @@ def load_zero_state(
 
 def trainable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of the trainable weights as they are now (float32 for cuma's adapters), by name."""
-    return {name: param.detach().clone() for name, param in model.named_parameters() if param.requires_grad}
+    return {name: param.detach().clone() for name, param in _trainable(model)}
 
 
 def set_zero_masters(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
@@ -114,9 +114,8 @@ def set_zero_masters(model: nn.Module, weights: dict[str, torch.Tensor]) -> None
     """
     from deepspeed.utils import safe_set_full_fp32_param
 
-    for name, param in getattr(model, "module", model).named_parameters():
-        if param.requires_grad:
-            safe_set_full_fp32_param(param, weights[name].to(torch.float32))
+    for name, param in _trainable(model):
+        safe_set_full_fp32_param(param, weights[name].to(torch.float32))
 
 
 def gather_zero_weights(
@@ -128,11 +127,7 @@ def gather_zero_weights(
     holds. Every process calls it (gathering a master is a collective)."""
     from deepspeed.utils import safe_get_full_fp32_param
 
-    masters = {
-        name: safe_get_full_fp32_param(param).detach().cpu()
-        for name, param in getattr(model, "module", model).named_parameters()
-        if param.requires_grad
-    }
+    masters = {name: safe_get_full_fp32_param(param).detach().cpu() for name, param in _trainable(model)}
     return None if state_dict is None else {**state_dict, **masters}
 
 
@@ -177,8 +172,17 @@ def _flat_partitions(zero: Any) -> list[torch.Tensor]:
 
 def _names(model: nn.Module) -> dict[int, str]:
     """Each parameter's name in the model DeepSpeed wraps (``engine.module``), by identity."""
-    module = getattr(model, "module", model)
-    return {id(param): name for name, param in module.named_parameters()}
+    return {id(param): name for name, param in _unwrapped(model).named_parameters()}
+
+
+def _trainable(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """The trainable parameters of the model DeepSpeed wraps (or of ``model`` itself), by name."""
+    return ((name, p) for name, p in _unwrapped(model).named_parameters() if p.requires_grad)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """``engine.module`` for a DeepSpeed engine, else ``model``: the names checkpoints use."""
+    return getattr(model, "module", model)
 
 
 def _step(base: torch.optim.Optimizer) -> torch.Tensor | None:
