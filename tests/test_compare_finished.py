@@ -34,4 +34,24 @@ def test_finished_runs_are_reused_and_prompting_is_scored_once(tmp_path: Path, c
     assert "kept run has other settings" in caplog.text
 
 
+
+
+
+def test_a_resumed_comparison_draws_the_first_runs_figures_from_what_it_kept(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["compare", "--quick", "methods=[cuma]", "eval.interference_examples=2", f"output_dir={out}"]
+    main(args)
+    first = json.loads((out / "results.json").read_text())
+    titles = [figure["title"] for figure in first["figures"]]
+    assert any("routing" in title.lower() for title in titles) and any("gradients" in t for t in titles)
+    images = {f["file"]: (out / f["file"]).read_bytes() for f in first["figures"]}
+    (out / "results.json").unlink()
+    main([*args, "--resume"])
+    again = json.loads((out / "results.json").read_text())
+    assert [f["title"] for f in again["figures"]] == titles
+    assert again["topology"] == first["topology"]  # the routing summary, from the kept trace
+    # The same data drawn again, from the kept trace and record.
+    assert {f["file"]: (out / f["file"]).read_bytes() for f in again["figures"]} == images
+
+
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")

@@ -192,9 +192,10 @@ def _compare(
         for seed in config.seeds:
             label = run_label(seed, data_seed if several else None)
             for name in methods:
+                first = seed == config.seeds[0] and data_seed == data_seeds[0]  # the run the figures draw
                 kept = load_finished(out, name, label, seeded, scored) if resume else None
                 if kept is not None:
-                    result = MethodResult(*kept)
+                    result = kept
                 elif name in untrained:
                     done = untrained[name]
                     result = MethodResult(dataclasses.replace(done.run, seed=seed), done.predictions)
@@ -211,10 +212,10 @@ def _compare(
                     run = dataclasses.replace(
                         run, tables=write_tables(out, name, label, result.predictions, fields)
                     )
-                    save_finished(out, name, label, run, seeded)
+                    save_finished(out, name, label, run, seeded, result.routing if first else None)
                 runs.append(run)
                 every_run[name, seed, data_seed] = result.predictions
-                if seed == config.seeds[0] and data_seed == data_seeds[0]:
+                if first:
                     predictions[name] = result.predictions
                     if result.routing is not None:
                         routing[name] = result.routing

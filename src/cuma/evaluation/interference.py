@@ -95,6 +95,25 @@ class GradientInterference:
         ]
         return pd.DataFrame(rows, columns=["scope", "group_a", "group_b", "cosine"])
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> GradientInterference:
+        """The result `to_dict` wrote (a finished run's record), NaN restored."""
+
+        def array(value: Any) -> np.ndarray | None:
+            return None if value is None else np.array(value, dtype=float)
+
+        return cls(
+            method=raw["method"],
+            field=raw["field"],
+            groups=tuple(raw["groups"]),
+            examples=tuple(raw["examples"]),
+            parameters=raw["parameters"],
+            cosine=array(raw["cosine"]),
+            norms=array(raw["norms"]),
+            expert_cosine=array(raw["expert_cosine"]),
+            expert_norms=array(raw["expert_norms"]),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values for a JSON report (NaN as None)."""
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import get_args
 
 import numpy as np
 import pandas as pd
 import torch
 
+from cuma.atomic import atomic_path
 from cuma.config import RoutingTokens
 
 TOKEN_SCOPES: tuple[str, ...] = get_args(RoutingTokens)
@@ -106,6 +108,24 @@ class RoutingTrace:
         vectors = {layer: np.concatenate(matrices) for layer, matrices in parts.items()}
         return cls(vectors, pd.concat(frames, ignore_index=True))
 
+    def save(self, stem: Path) -> None:
+        """Write ``<stem>.npz`` (the vectors) and ``<stem>.parquet`` (the groups), so a comparison that
+        reuses a finished run can still draw its routing figures. Keys are ``<position>:<layer>``, which
+        keeps the layers' order."""
+        arrays = {f"{k}:{layer}": matrix for k, (layer, matrix) in enumerate(self.vectors.items())}
+        with atomic_path(_with(stem, ".npz")) as tmp, tmp.open("wb") as handle:
+            np.savez(handle, **arrays)
+        with atomic_path(_with(stem, ".parquet")) as tmp:
+            self.groups.to_parquet(tmp, index=False)
+
+    @classmethod
+    def load(cls, stem: Path) -> RoutingTrace:
+        """The trace `save` wrote at ``stem``, layers in their saved order."""
+        with np.load(_with(stem, ".npz"), allow_pickle=False) as saved:
+            keys = sorted(saved.files, key=lambda key: int(key.split(":", 1)[0]))
+            vectors = {key.split(":", 1)[1]: saved[key] for key in keys}
+        return cls(vectors, pd.read_parquet(_with(stem, ".parquet")))
+
 
 def expert_usage(vectors: Mapping[str, np.ndarray], groups: pd.DataFrame) -> pd.DataFrame:
     """Mean routing weight per (field, group, layer, expert), with the group's row count.
@@ -171,6 +191,10 @@ def group_projection(
     result = pd.DataFrame(meta, columns=["field", "group", "n"]).assign(pc1=coords[:, 0], pc2=coords[:, 1])
     result.attrs["explained"] = explained.tolist()
     return result
+
+
+def _with(stem: Path, suffix: str) -> Path:
+    return stem.parent / (stem.name + suffix)
 
 
 def _labels(values: pd.Series) -> np.ndarray:
