@@ -34,9 +34,6 @@ def test_finished_runs_are_reused_and_prompting_is_scored_once(tmp_path: Path, c
     assert "kept run has other settings" in caplog.text
 
 
-
-
-
 def test_a_resumed_comparison_draws_the_first_runs_figures_from_what_it_kept(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["compare", "--quick", "methods=[cuma]", "eval.interference_examples=2", f"output_dir={out}"]
