@@ -31,6 +31,7 @@ from cuma.config import TrainConfig
 from cuma.errors import ConfigError
 from cuma.preflight import check_comparison_launch
 from cuma.train.zero_state import configure_zero
+from gather_probe import gathered_counts, report_gathered
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "gss-cuma.yaml"
 MARK = "deepspeed zero stage"
@@ -46,7 +47,6 @@ def _train(out: Path, processes: int, stage: int | None, *extra: str) -> str:
     env.update(OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
     if stage is not None:
         env.update(ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_ZERO_STAGE=str(stage))
-        env["ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL"] = "true"
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     command = [
         sys.executable, *launcher, __file__, "train", "--config", str(CONFIG), "--method", "cuma", "--quick",
@@ -83,6 +83,8 @@ def test_zero_trains_what_one_process_does_and_resumes_exactly(
         assert "partitioned over 2" in two  # ZeRO-3: each process held half of each adapter weight
     zero = _weights(tmp_path, 2)
     assert {tensor.dtype for tensor in zero.values()} == {torch.float32}
+    # Each save gathered the adapter alone (its saved tensors), never the frozen base.
+    assert gathered_counts(two) == [sum(t.numel() for t in zero.values())] * 2
     if precision == "fp32":
         one_process = request.getfixturevalue("one_process")
         assert zero.keys() == one_process.keys()
@@ -146,14 +148,10 @@ def test_configure_zero_fills_autos_from_the_trainer_and_refuses_disagreement() 
     configure_zero(plugin, train)
     assert plugin.deepspeed_config["gradient_clipping"] == 0.5
     assert plugin.deepspeed_config["gradient_accumulation_steps"] == 1
-    assert plugin.deepspeed_config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     with pytest.raises(ConfigError, match=r"gradient_clipping=1\.0 but train\.max_grad_norm=0\.5"):
         configure_zero(_plugin(gradient_clipping=1.0), train)
     with pytest.raises(ConfigError, match="gradient_accumulation_steps=4; cuma accumulates"):
         configure_zero(_plugin(gradient_accumulation_steps=4), train)
-    unsaved = _plugin(zero_optimization={"stage": 3, "stage3_gather_16bit_weights_on_model_save": False})
-    with pytest.raises(ConfigError, match="set zero3_save_16bit_model: true"):
-        configure_zero(unsaved, train)
 
 
 def _deepspeed_state_on_cpu() -> None:
@@ -195,4 +193,5 @@ if __name__ == "__main__":
 
     if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
         _deepspeed_state_on_cpu()
+        report_gathered()
     main(sys.argv[1:])

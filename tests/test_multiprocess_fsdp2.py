@@ -22,6 +22,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from gather_probe import gathered_counts, report_gathered
+
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "gss-cuma.yaml"
 SHARD_LINE = "fsdp2 shard of"
 FSDP_ENV = {
@@ -66,6 +68,8 @@ def test_fsdp2_trains_what_one_process_does_and_resumes_exactly(tmp_path: Path, 
     assert f"{SHARD_LINE} 2" in two  # the adapters really were split over the two processes
     expected, sharded = _weights(tmp_path / "one", method, 2), _weights(tmp_path / "two", method, 2)
     assert expected.keys() == sharded.keys() and expected
+    # Each save gathered the adapter alone (its saved tensors), never the frozen base.
+    assert gathered_counts(two) == [sum(t.numel() for t in expected.values())] * 2
     assert any(tensor.abs().sum() > 0 for name, tensor in expected.items() if "_B" in name)
     for name in expected:
         torch.testing.assert_close(sharded[name], expected[name], rtol=1e-5, atol=1e-5, msg=name)
@@ -114,4 +118,5 @@ if __name__ == "__main__":
 
     if os.environ.get("ACCELERATE_USE_FSDP") == "true":
         _fsdp_state_on_cpu()
+        report_gathered()
     main(sys.argv[1:])

@@ -2,6 +2,7 @@
 
 import errno
 import json
+import re
 
 import pytest
 import torch
@@ -72,8 +73,8 @@ class OtherProcessFails:
     is_main_process, process_index, device = True, 0, torch.device("cpu")
     distributed_type = DistributedType.MULTI_CPU
 
-    def get_state_dict(self, model):
-        return model.state_dict()
+    def unwrap_model(self, model):
+        return model
 
     def wait_for_everyone(self):
         pass
@@ -102,15 +103,14 @@ class Gathering(OtherProcessFails):
     def __init__(self, gathered, main):
         self.gathered, self.is_main_process, self.process_index = gathered, main, 0 if main else 1
 
-    def get_state_dict(self, model):
-        return self.gathered
-
     def reduce(self, tensor, reduction):
         return tensor
 
 
 @pytest.mark.parametrize("main", [True, False])
-def test_a_checkpoint_holds_the_gathered_weights_written_by_the_main_process_only(tmp_path, main):
+def test_a_checkpoint_holds_the_gathered_weights_written_by_the_main_process_only(
+    tmp_path, main, monkeypatch
+):
     config = toy_config(max_steps=1)
     prepared, _ = run("lora", config, tmp_path / "run")
     gathered = {key: value + 1 for key, value in prepared.state_dict().items()}
@@ -119,6 +119,7 @@ def test_a_checkpoint_holds_the_gathered_weights_written_by_the_main_process_onl
     position = checkpoint.Position(global_step=1, epoch=0, batch_in_epoch=2)
     root = tmp_path / "checkpoints"
     local = {key: value.clone() for key, value in prepared.state_dict().items()}
+    monkeypatch.setattr(checkpoint, "gathered_weights", lambda accelerator, model: accelerator.gathered)
     saved = checkpoint.save_checkpoint(
         Gathering(gathered, main), root, prepared, prepared, optimizer, scheduler, position, {}, 2
     )
@@ -132,6 +133,21 @@ def test_a_checkpoint_holds_the_gathered_weights_written_by_the_main_process_onl
     assert written.keys() == names.keys()
     for key, tensor in written.items():
         assert torch.equal(tensor, gathered[names[key]]) and not torch.equal(tensor, local[names[key]]), key
+
+
+def test_a_save_gathers_no_frozen_weight_and_keeps_every_adapter_tensor(tmp_path):
+    prepared, _ = run("cuma", toy_config(max_steps=1), tmp_path / "run")
+    weights = checkpoint.gathered_weights(OtherProcessFails(), prepared)
+    trainable = {f"model.{name}" for name in prepared.trainable_parameters()}
+    assert trainable <= weights.keys()
+    frozen = {name for name, p in prepared.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    assert frozen and not frozen & weights.keys()  # the base model stays where it is
+    prepared.save(tmp_path / "out", state_dict=weights)
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    some = sorted(trainable)[0]
+    name = re.escape(some.removeprefix("model.").replace(".default", ""))
+    with pytest.raises(ValueError, match=f"lacks 1 of its tensors.*{name}"):
+        prepared.save(tmp_path / "lacking", state_dict={k: v for k, v in weights.items() if k != some})
 
 
 def test_saving_a_state_dict_of_another_module_is_refused(tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import get_peft_model_state_dict
 from safetensors.torch import load_file
 from torch import nn
 from transformers.utils import ModelOutput
@@ -175,16 +176,18 @@ class PreparedModel(nn.Module):
     def save(self, directory: str | Path, state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
         """Write the method's folder (see the module docstring); `cuma.methods.load_trained` reads it.
 
-        ``state_dict`` is this module's full state (keys as in ``self.state_dict()``), gathered from every
-        process by the trainer (``accelerator.get_state_dict``): under FSDP or ZeRO-3 this process's own
-        parameters are only shards, so the gathered tensors are written instead. PEFT's prefix tuning
-        reads its prompt encoder itself whatever it is given (whole on every process under DDP).
+        ``state_dict`` (keys as in ``self.state_dict()``) holds at least every tensor the method saves,
+        gathered from every process by the trainer (`cuma.train.checkpoint.gathered_weights`: everything but
+        the frozen base): under FSDP or ZeRO-3 this process's own parameters are only shards, so the
+        gathered tensors are written instead; one that lacks a tensor the method saves is refused. PEFT's
+        prefix tuning reads its prompt encoder itself whatever it is given (whole on every process under
+        DDP).
         """
         if not self.trainable:
             raise ValueError(f"method {self.name!r} has no trained weights to save")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        given = {} if state_dict is None else {"state_dict": _inner_state(state_dict)}
+        given = {} if state_dict is None else {"state_dict": self._complete(_inner_state(state_dict))}
         if self.spec.kind == "full":
             self.model.save_pretrained(directory, **given)
             files = sorted(p.name for p in directory.glob("*.safetensors"))
@@ -193,6 +196,24 @@ class PreparedModel(nn.Module):
             files = [PEFT_WEIGHTS]
         write_sidecar(directory, {"base_model": self.base_identity, "method": self.method_record()}, files)
         return directory
+
+    def _complete(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` (wrapped-model keys), checked to hold every tensor this method's save writes: the
+        trainer gathers no frozen weight, and a save must fail rather than leave one out."""
+        if self.spec.kind == "full":
+            wanted, present = set(self.model.state_dict()), set(state)
+        else:
+            wanted, present = (
+                set(get_peft_model_state_dict(self.model, state_dict=s, save_embedding_layers=False))
+                for s in (self.model.state_dict(), state)
+            )
+        missing = sorted(wanted - present)
+        if missing:
+            raise ValueError(
+                f"method {self.name!r}: the state dict to save lacks {len(missing)} of its tensors, e.g. "
+                f"{missing[:4]}"
+            )
+        return state
 
     def load_weights(self, directory: str | Path) -> None:
         """Load weights that ``save`` wrote, after checking their checksums and that they belong to this

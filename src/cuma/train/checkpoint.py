@@ -15,9 +15,10 @@ processes agreeing on its outcome, so a failure on one process raises on all ins
 others waiting at a barrier. `verify_checkpoint` recomputes every checksum before a resume, so a flipped
 bit or a truncated file is found (and `newest_valid_checkpoint` falls back to the previous checkpoint).
 
-What is written is the whole run's state, not the main process's part of it: the model's full state
-dict is gathered on every save (``accelerator.get_state_dict``: the local module under DDP, the shards
-gathered under FSDP, the ZeRO-3 partitions gathered under DeepSpeed) and the main process writes it.
+What is written is the whole run's state, not the main process's part of it: the method's weights are
+gathered whole on every save (`gathered_weights`: the local module under DDP, the shards gathered under
+FSDP, the ZeRO-3 partitions under DeepSpeed; the frozen base is never gathered) and the main process
+writes them.
 Under FSDP and DeepSpeed ZeRO the optimizer state is gathered too, into torch's full optimizer state
 dict keyed by parameter name (FSDP: torch's own; ZeRO: cuma/train/zero_state.py), and a resume
 partitions it again. A resume loads the saved weights into the model before accelerate prepares it
@@ -43,6 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
+    get_model_state_dict,
     get_optimizer_state_dict,
     set_optimizer_state_dict,
 )
@@ -112,9 +114,7 @@ def save_checkpoint(
     name = f"{PREFIX}{position.global_step:08d}"
     final, tmp = root / name, root / f"{TMP_PREFIX}{name}"
     main = accelerator.is_main_process
-    weights = accelerator.get_state_dict(model)
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        weights = gather_zero_weights(model, weights)
+    weights = gathered_weights(accelerator, model)
     sharded = _optimizer_sharded(accelerator)
     optimizer_state = _full_optimizer_state(accelerator, model, optimizer)
     if main:
@@ -220,6 +220,27 @@ def check_run_shape(
 def read_run_shape(path: Path) -> dict[str, Any]:
     """The run shape a (verified) checkpoint was written with."""
     return json.loads((path / STATE_FILE).read_text())["run_shape"]
+
+
+def gathered_weights(accelerator: Accelerator, model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """What a save writes of ``model`` (as ``accelerator.prepare`` returned it), whole, on the main process
+    (None elsewhere under DeepSpeed): its state dict without its frozen parameters. Every process calls it.
+
+    The frozen parameters are the base model, which no save writes (`PreparedModel.save` keeps the
+    method's own tensors and checks that every one of them is here). Leaving them out matters under FSDP
+    and ZeRO-3, where each gathered tensor crosses to the main process: accelerate's ``get_state_dict``
+    gathers the whole model, about 16 GB for the paper's 8B base at every checkpoint, to keep well under
+    1 % of it. Under DDP the local module is whole and nothing is copied. DeepSpeed: the trainable
+    weights' float32 masters (cuma/train/zero_state.py).
+    """
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return gather_zero_weights(model, accelerator.is_main_process)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        return get_model_state_dict(model, options=options)
+    module = accelerator.unwrap_model(model)
+    frozen = {name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    return {name: tensor for name, tensor in module.state_dict().items() if name not in frozen}
 
 
 SHARDED_OPTIMIZERS = (DistributedType.FSDP, DistributedType.DEEPSPEED)

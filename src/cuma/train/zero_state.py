@@ -118,17 +118,20 @@ def set_zero_masters(model: nn.Module, weights: dict[str, torch.Tensor]) -> None
         safe_set_full_fp32_param(param, weights[name].to(torch.float32))
 
 
-def gather_zero_weights(
-    model: nn.Module, state_dict: dict[str, torch.Tensor] | None
-) -> dict[str, torch.Tensor] | None:
-    """``state_dict`` (accelerate's gathered module state; ZeRO-3 consolidates it on the main process
-    only, None elsewhere) with each trainable weight replaced by its float32 master: under bf16 the
-    module's own copy is the master rounded to bf16, and a checkpoint should hold what the optimizer
-    holds. Every process calls it (gathering a master is a collective)."""
+def gather_zero_weights(model: nn.Module, main_process: bool) -> dict[str, torch.Tensor] | None:
+    """The trainable weights of the model DeepSpeed wraps, whole, each as its float32 master (under bf16
+    the module's own copy is the master rounded to bf16, and a checkpoint should hold what the optimizer
+    holds), with the module's buffers (never partitioned); on the main process, None elsewhere. The frozen
+    base is not gathered. Every process calls it (gathering a master is a collective)."""
     from deepspeed.utils import safe_get_full_fp32_param
 
     masters = {name: safe_get_full_fp32_param(param).detach().cpu() for name, param in _trainable(model)}
-    return None if state_dict is None else {**state_dict, **masters}
+    if not main_process:
+        return None
+    module = _unwrapped(model)
+    kept = module.state_dict().keys()  # persistent buffers only; parameters are placeholders under ZeRO-3
+    buffers = module.named_buffers(remove_duplicate=False)
+    return {**{name: b.detach().cpu() for name, b in buffers if name in kept}, **masters}
 
 
 def _link_states(zero: Any) -> None:
@@ -219,9 +222,9 @@ def configure_zero(plugin: Any, config: TrainConfig) -> None:
 
     DeepSpeed clips the gradients and steps inside the last micro-batch's backward, so its
     ``gradient_clipping`` is ``train.max_grad_norm`` (filled in when ``auto``); cuma accumulates
-    micro-batches itself, so DeepSpeed's own ``gradient_accumulation_steps`` is 1; under ZeRO-3 a
-    checkpoint gathers the weights from their partitions, which needs
-    ``stage3_gather_16bit_weights_on_model_save`` (``zero3_save_16bit_model`` in an accelerate config).
+    micro-batches itself, so DeepSpeed's own ``gradient_accumulation_steps`` is 1. (A checkpoint gathers
+    the trainable weights' float32 masters itself, `gather_zero_weights`, so ZeRO-3 needs no 16-bit
+    consolidation of the whole model, ``zero3_save_16bit_model``.)
     """
     ds = plugin.deepspeed_config
     where = "the DeepSpeed config (accelerate's deepspeed_config)"
@@ -241,14 +244,3 @@ def configure_zero(plugin: Any, config: TrainConfig) -> None:
             f"{where}: gradient_accumulation_steps={accumulation}; cuma accumulates micro-batches itself "
             "(train.grad_accum), so set it to 1"
         )
-    zero = ds.setdefault("zero_optimization", {})
-    if int(zero.get("stage", 0)) == 3:
-        gather = zero.get("stage3_gather_16bit_weights_on_model_save", "auto")
-        if gather == "auto":
-            zero["stage3_gather_16bit_weights_on_model_save"] = True
-        elif gather is not True:
-            raise ConfigError(
-                f"{where}: ZeRO-3 with stage3_gather_16bit_weights_on_model_save={gather}; cuma's "
-                "checkpoints gather the full weights, so set zero3_save_16bit_model: true "
-                "(configs/accelerate/zero3.yaml)"
-            )
