@@ -15,8 +15,9 @@ Activations are the same under every strategy (each GPU holds its own micro-batc
 padded to the longest example, so data.max_length is the worst case): what autograd saves between
 forward and backward, per token and decoder layer as `activation_bytes` states for a Qwen3 block in
 bf16 autocast with the base frozen. The full-vocabulary logits (b x s x V, bf16) exist for a moment in
-forward and as their gradient in backward; SFT reads only the answer positions. Gradient checkpointing:
-cuma's trainer does not enable it; the table shows both.
+forward and as their gradient in backward; SFT reads only the answer positions. Gradient checkpointing
+(``train.gradient_checkpointing``, on in the paper config) keeps only each block's input; the table shows
+both.
 
     python scripts/memory_estimate.py [--config configs/wvb-qwen3-8b-paper.yaml] [--method cuma] [--gpus 8]
 """

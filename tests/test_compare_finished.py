@@ -32,6 +32,20 @@ def test_finished_runs_are_reused_and_prompting_is_scored_once(tmp_path: Path, c
         (out / "results.json").unlink()
         main([*args[:-1], "train.lr=1e-4", f"output_dir={out}", "--resume", "--resume-changed", "train.lr"])
     assert "kept run has other settings" in caplog.text
+    with caplog.at_level(logging.INFO, logger="cuma.compare"):
+        caplog.clear()
+        (out / "results.json").unlink()
+        # A setting that changes how training spends memory, not what it computes, keeps the runs.
+        main(
+            [
+                *args[:-1],
+                "train.lr=1e-4",
+                "train.gradient_checkpointing=true",
+                f"output_dir={out}",
+                "--resume",
+            ]
+        )
+    assert caplog.text.count("reusing the finished run") == len(first["runs"])
 
 
 def test_a_resumed_comparison_draws_the_first_runs_figures_from_what_it_kept(tmp_path: Path) -> None:

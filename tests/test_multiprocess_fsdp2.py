@@ -1,6 +1,7 @@
 """FSDP2 on CPU: two processes with the adapters and the base sharded (accelerate's own FSDP2 preparation,
 ``fully_shard`` on gloo) train what one unsharded process trains, and a resume from a mid-run FSDP2
-checkpoint (gathered weights, gathered optimizer state) ends where the uninterrupted run ends. One
+checkpoint (gathered weights, gathered optimizer state) ends where the uninterrupted run ends; with
+gradient checkpointing too. One
 process accumulates two micro-batches of 2 where two processes take one each: the same rows per step, and
 the same micro-batches for CuMA's router losses (a load-balancing loss is not linear in its batch).
 
@@ -85,6 +86,16 @@ def test_fsdp2_trains_what_one_process_does_and_resumes_exactly(tmp_path: Path, 
     resumed = _weights(tmp_path / "two", method, 2)
     for name in sharded:
         assert torch.equal(resumed[name], sharded[name]), name
+
+
+def test_fsdp2_with_gradient_checkpointing_trains_what_one_process_does(tmp_path: Path) -> None:
+    checkpointed = "train.gradient_checkpointing=true"
+    _train(tmp_path / "one", 1, "cuma", checkpointed, fsdp=False)
+    assert f"{SHARD_LINE} 2" in _train(tmp_path / "two", 2, "cuma", checkpointed)
+    expected, sharded = _weights(tmp_path / "one", "cuma", 2), _weights(tmp_path / "two", "cuma", 2)
+    assert expected.keys() == sharded.keys() and expected
+    for name in expected:
+        torch.testing.assert_close(sharded[name], expected[name], rtol=1e-5, atol=1e-5, msg=name)
 
 
 def _fsdp_state_on_cpu() -> None:

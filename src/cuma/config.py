@@ -227,6 +227,14 @@ class TrainConfig(Checked):
             "CPU with AVX512-BF16 or AMX; else fp32; see cuma/precision.py)."
         ),
     )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata=doc(
+            "Recompute each decoder block's activations in backward instead of keeping them (non-reentrant; "
+            "CuMA's routing re-entered): about one more forward pass of compute for a fraction of the "
+            "activation memory (scripts/memory_estimate.py), and the same result."
+        ),
+    )
     seed: int = field(
         default=42,
         metadata=doc(

@@ -62,10 +62,15 @@ def check_comparison_launch() -> None:
 
 
 def check_settings(config: ExperimentConfig, methods: Sequence[str]) -> None:
-    """Every method is known, and every adapter method's preset with its overrides is a valid `CuMAConfig`."""
+    """Every method is known, every adapter method's preset with its overrides is a valid `CuMAConfig`, and
+    every trained method can be trained under ``train.gradient_checkpointing`` when it is on."""
     check_methods(methods, config)
     for entry in methods:
-        _check_adapter(split_entry(entry)[0], config)
+        name = split_entry(entry)[0]
+        _check_adapter(name, config)
+        problem = get_method(name).gradient_checkpointing_problem()
+        if config.train.gradient_checkpointing and problem is not None:
+            raise ConfigError(f"train.gradient_checkpointing=true: {problem}")
 
 
 def check_fields(config: ExperimentConfig, fields: list[str], main_group: str, known: list[str]) -> None:

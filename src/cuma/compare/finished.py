@@ -3,7 +3,9 @@ score them again.
 
 After a method and seed is scored, its record (`MethodRun`) goes to ``predictions/<method>-<run>.json``
 with the settings it ran under; a resumed comparison reuses it, and the run's prediction files, only when
-those settings are the current ones exactly (the output folder aside) and every prediction file is there.
+those settings are the current ones exactly and every prediction file is there; the output folder and the
+train settings that change how a run saves or spends memory, not what it computes
+(`cuma.train.layout.RESUME_NEUTRAL`), are not compared.
 The figures draw the first run of each method: its routing trace is kept too
 (``predictions/<method>-<run>-routing.npz`` and ``.parquet``), and its gradient-interference result is in
 the record, so a comparison finished by a later process draws the same figures.
@@ -23,6 +25,7 @@ from cuma.compare.results import MethodRun
 from cuma.config import ExperimentConfig
 from cuma.evaluation.interference import GradientInterference
 from cuma.evaluation.topology import RoutingTrace
+from cuma.train.layout import RESUME_NEUTRAL
 
 logger = logging.getLogger("cuma.compare")
 
@@ -31,6 +34,12 @@ def _settings(config: ExperimentConfig) -> dict:
     raw = config.to_dict()
     raw.pop("output_dir")
     return raw
+
+
+def _compared(settings: dict) -> dict:
+    """The settings that must match for a kept run to be reused (module docstring)."""
+    train = {k: v for k, v in settings.get("train", {}).items() if k not in RESUME_NEUTRAL}
+    return {**settings, "train": train}
 
 
 def _routing_stem(out: Path, name: str, label: str) -> Path:
@@ -64,7 +73,8 @@ def load_finished(
     if not path.is_file():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("settings") != json.loads(json.dumps(_settings(config))):
+    current = json.loads(json.dumps(_settings(config)))
+    if _compared(record.get("settings", {})) != _compared(current):
         logger.info("%s %s: kept run has other settings; running it again", name, label)
         return None
     files = {split: folder / f"{name}-{label}-{split}.parquet" for split in splits}

@@ -143,6 +143,16 @@ class PreparedModel(nn.Module):
         with self.model.record_routing() as rec:
             yield rec
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Non-reentrant activation checkpointing of the base model's decoder blocks
+        (``train.gradient_checkpointing``); a CuMA adapter re-enters each call's routing in the recompute
+        (cuma/adapter/model.py). Non-reentrant checkpointing replays the RNG, so dropout masks repeat and
+        the gradients are the ones without it."""
+        problem = self.spec.gradient_checkpointing_problem()
+        if problem is not None:
+            raise ValueError(problem)
+        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
 

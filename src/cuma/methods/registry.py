@@ -47,6 +47,15 @@ class MethodSpec:
     def trainable(self) -> bool:
         return self.kind in ("adapter", "full", "prefix")
 
+    def gradient_checkpointing_problem(self) -> str | None:
+        """Why ``train.gradient_checkpointing`` cannot train this method, or None when it can."""
+        if self.kind == "prefix":
+            return (
+                f"method {self.name!r} (prefix tuning) feeds its prefix through the key/value cache, which "
+                "a checkpointed block cannot recompute; set train.gradient_checkpointing=false for it"
+            )
+        return None
+
 
 _SPECS = [
     MethodSpec("base", "prompt", "base model, generic system prompt, no training", persona=False),

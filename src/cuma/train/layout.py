@@ -11,8 +11,16 @@ from typing import Any
 
 from cuma.config import ExperimentConfig, TrainConfig
 
-# Train settings that change how a run reports or saves, not what it computes: free to change on resume.
-RESUME_NEUTRAL = ("save_every", "keep_checkpoints", "log_every", "routing_stats_every", "report_to")
+# Train settings that change how a run reports, saves or spends memory, not what it computes: free to
+# change on resume, and not compared when a comparison reuses a finished run (cuma/compare/finished.py).
+RESUME_NEUTRAL = (
+    "save_every",
+    "keep_checkpoints",
+    "log_every",
+    "routing_stats_every",
+    "report_to",
+    "gradient_checkpointing",
+)
 
 
 def train_dir(train_root: Path, name: str, seed: int, objective: str = "sft") -> Path:

@@ -198,6 +198,8 @@ def _train(
         # The checkpoint's full weights go into the whole model before accelerate prepares it, so DDP
         # replicates them, FSDP shards them and ZeRO-3 partitions them, each exactly.
         prepared.load_weights(start / MODEL_DIR)
+    if config.gradient_checkpointing:
+        prepared.enable_gradient_checkpointing()  # before accelerate wraps the model, as transformers asks
     initial = trainable_weights(prepared) if zero else None
     loader, sampler = make_loader(dataset, collate_fn, config.batch_size, config.seed)
     optimizer = build_optimizer(prepared.parameter_groups(), config)
