@@ -114,7 +114,7 @@ class RoutingTrace:
         keeps the layers' order."""
         arrays = {f"{k}:{layer}": matrix for k, (layer, matrix) in enumerate(self.vectors.items())}
         with atomic_path(_with(stem, ".npz")) as tmp, tmp.open("wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez_compressed(handle, **arrays)  # top-k gates are mostly zeros
         with atomic_path(_with(stem, ".parquet")) as tmp:
             self.groups.to_parquet(tmp, index=False)
 
